@@ -1,0 +1,110 @@
+"""Values that plugins return from hooks.
+
+Plain frozen dataclasses: a plugin builds them, the core reads them. Nothing here
+touches the database or the web framework, so plugins can import it cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Permission:
+    code: str
+    """Dotted, prefixed with the plugin name: ``telephony.listen_recordings``."""
+    label: str
+    default_roles: tuple[str, ...] = ("admin",)
+
+
+@dataclass(frozen=True)
+class MenuItem:
+    label: str
+    href: str
+    order: int = 100
+    icon: str = ""
+    permission: str | None = None
+
+
+@dataclass(frozen=True)
+class CardTab:
+    """A tab (or sidebar panel) on a client or deal card, loaded lazily with htmx."""
+
+    key: str
+    label: str
+    url: str
+    """GET URL returning an HTML fragment; called only when the tab is opened."""
+    order: int = 100
+    placement: Literal["tab", "panel"] = "tab"
+    badge: str | None = None
+
+
+@dataclass(frozen=True)
+class DashboardWidget:
+    key: str
+    title: str
+    url: str
+    """GET URL returning the widget's HTML fragment (lazy-loaded)."""
+    order: int = 100
+    size: Literal["small", "wide"] = "small"
+
+
+@dataclass(frozen=True)
+class TimelineKind:
+    """How a timeline entry of one kind is shown on the client card."""
+
+    kind: str
+    template: str
+    """Jinja template rendered with ``entry`` (a dict with ``payload``) in context."""
+    label: str = ""
+    icon: str = "•"
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    name: str
+    cron: str
+    """Crontab expression in the install's time zone, e.g. ``"*/5 * * * *"``."""
+    actor: Any
+    """A Dramatiq actor; the scheduler calls ``actor.send(**kwargs)``."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetricScope:
+    """Whose numbers a KPI metric should compute: one user, a set, or everyone."""
+
+    user_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class KpiMetric:
+    key: str
+    label: str
+    unit: str
+    compute: Callable[[date, date, MetricScope], Awaitable[float]]
+    """``await compute(start, end, scope)`` returns the value for the period."""
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    key: str
+    label: str
+    entity: str
+    """What it imports/exports: ``"client"``, ``"deal"``, ... ."""
+    media_type: str
+    exporter: Callable[[list[dict[str, Any]]], bytes] | None = None
+    importer: Callable[[bytes], list[dict[str, Any]]] | None = None
+    extension: str = ""
+
+
+@dataclass(frozen=True)
+class BackupItem:
+    """Something a backup must include besides the database and attachments."""
+
+    name: str
+    path: Path

@@ -1,0 +1,191 @@
+"""The core's tables. Plugins own theirs (prefixed with the plugin name).
+
+Money is stored as integer minor units (kopecks, cents): exact on SQLite and
+PostgreSQL alike. Clients, contacts, deals and attachments are soft-deleted
+(``deleted_at``) so nothing a manager deletes by mistake is gone for good.
+"""
+
+from __future__ import annotations
+
+from piccolo.columns import (
+    JSON,
+    BigInt,
+    Boolean,
+    Date,
+    ForeignKey,
+    Serial,
+    SmallInt,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.base import OnDelete
+from piccolo.table import Table
+
+
+class User(Table, tablename="core_user"):
+    id: Serial
+    username = Varchar(length=64, unique=True)
+    full_name = Varchar(length=200)
+    email = Varchar(length=254, default="")
+    password_hash = Varchar(length=255)
+    role = Varchar(length=32, default="manager")
+    locale = Varchar(length=8, default="")
+    active = Boolean(default=True)
+    created_at = Timestamptz()
+
+
+class Session(Table, tablename="core_session"):
+    id: Serial
+    token_hash = Varchar(length=64, unique=True)
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
+    created_at = Timestamptz()
+    expires_at = Timestamptz()
+
+
+class Client(Table, tablename="core_client"):
+    id: Serial
+    kind = Varchar(length=16, default="company")
+    name = Varchar(length=255)
+    name_search = Varchar(length=255, index=True)
+    legal_name = Varchar(length=255, default="")
+    inn = Varchar(length=12, default="", index=True)
+    kpp = Varchar(length=9, default="")
+    address = Varchar(length=500, default="")
+    source = Varchar(length=64, default="", index=True)
+    notes = Text(default="")
+    responsible = ForeignKey(references=User, on_delete=OnDelete.restrict, index=True)
+    created_by = ForeignKey(references=User, on_delete=OnDelete.set_null, null=True)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+    last_activity_at = Timestamptz(index=True)
+    deleted_at = Timestamptz(null=True, default=None)
+
+
+class Contact(Table, tablename="core_contact"):
+    id: Serial
+    client = ForeignKey(references=Client, on_delete=OnDelete.cascade, index=True)
+    name = Varchar(length=255)
+    position = Varchar(length=255, default="")
+    notes = Text(default="")
+    created_at = Timestamptz()
+    deleted_at = Timestamptz(null=True, default=None)
+
+
+class ContactPoint(Table, tablename="core_contact_point"):
+    """A phone (E.164) or e-mail (lower-case) of a client or one of its contacts."""
+
+    id: Serial
+    client = ForeignKey(references=Client, on_delete=OnDelete.cascade, index=True)
+    contact = ForeignKey(references=Contact, on_delete=OnDelete.cascade, null=True)
+    kind = Varchar(length=8)
+    value = Varchar(length=254)
+    position = SmallInt(default=0)
+
+
+class ClientTag(Table, tablename="core_client_tag"):
+    id: Serial
+    client = ForeignKey(references=Client, on_delete=OnDelete.cascade, index=True)
+    tag = Varchar(length=64)
+
+
+class Pipeline(Table, tablename="core_pipeline"):
+    id: Serial
+    name = Varchar(length=128)
+    position = SmallInt(default=0)
+    archived = Boolean(default=False)
+
+
+class Stage(Table, tablename="core_stage"):
+    id: Serial
+    pipeline = ForeignKey(references=Pipeline, on_delete=OnDelete.cascade, index=True)
+    name = Varchar(length=128)
+    position = SmallInt(default=0)
+    outcome = Varchar(length=8, default="open")
+    """``open``, or one of the terminal outcomes ``won`` / ``lost``."""
+
+
+class Deal(Table, tablename="core_deal"):
+    id: Serial
+    title = Varchar(length=255)
+    client = ForeignKey(references=Client, on_delete=OnDelete.restrict, index=True)
+    pipeline = ForeignKey(references=Pipeline, on_delete=OnDelete.restrict)
+    stage = ForeignKey(references=Stage, on_delete=OnDelete.restrict, index=True)
+    amount_minor = BigInt(default=0)
+    currency = Varchar(length=3, default="RUB")
+    responsible = ForeignKey(references=User, on_delete=OnDelete.restrict, index=True)
+    expected_close = Date(null=True, default=None)
+    lost_reason = Varchar(length=500, default="")
+    closed_at = Timestamptz(null=True, default=None)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+    deleted_at = Timestamptz(null=True, default=None)
+
+
+class Task(Table, tablename="core_task"):
+    id: Serial
+    title = Varchar(length=255)
+    description = Text(default="")
+    due_at = Timestamptz(index=True)
+    assignee = ForeignKey(references=User, on_delete=OnDelete.restrict, index=True)
+    client = ForeignKey(references=Client, on_delete=OnDelete.cascade, null=True, index=True)
+    deal = ForeignKey(references=Deal, on_delete=OnDelete.cascade, null=True, index=True)
+    priority = SmallInt(default=2)
+    done_at = Timestamptz(null=True, default=None)
+    completed_by = ForeignKey(references=User, on_delete=OnDelete.set_null, null=True)
+    reminded_at = Timestamptz(null=True, default=None)
+    created_by = ForeignKey(references=User, on_delete=OnDelete.set_null, null=True)
+    created_at = Timestamptz()
+
+
+class TimelineEntry(Table, tablename="core_timeline"):
+    """One event on a client's timeline; plugins add their own kinds."""
+
+    id: Serial
+    client = ForeignKey(references=Client, on_delete=OnDelete.cascade)
+    deal = ForeignKey(references=Deal, on_delete=OnDelete.cascade, null=True, index=True)
+    kind = Varchar(length=64)
+    occurred_at = Timestamptz()
+    author = ForeignKey(references=User, on_delete=OnDelete.set_null, null=True)
+    payload = JSON(default="{}")
+
+
+class Attachment(Table, tablename="core_attachment"):
+    id: Serial
+    client = ForeignKey(references=Client, on_delete=OnDelete.cascade, index=True)
+    deal = ForeignKey(references=Deal, on_delete=OnDelete.cascade, null=True, index=True)
+    filename = Varchar(length=255)
+    content_type = Varchar(length=128)
+    size = BigInt()
+    storage_key = Varchar(length=128)
+    sha256 = Varchar(length=64)
+    uploaded_by = ForeignKey(references=User, on_delete=OnDelete.set_null, null=True)
+    created_at = Timestamptz()
+    deleted_at = Timestamptz(null=True, default=None)
+
+
+class Notification(Table, tablename="core_notification"):
+    id: Serial
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade)
+    kind = Varchar(length=64)
+    text = Varchar(length=500)
+    url = Varchar(length=500, default="")
+    created_at = Timestamptz()
+    read_at = Timestamptz(null=True, default=None)
+
+
+CORE_TABLES: list[type[Table]] = [
+    User,
+    Session,
+    Client,
+    Contact,
+    ContactPoint,
+    ClientTag,
+    Pipeline,
+    Stage,
+    Deal,
+    Task,
+    TimelineEntry,
+    Attachment,
+    Notification,
+]

@@ -42,8 +42,9 @@ def route_handlers() -> list[Any]:
     Returns:
         Litestar route handlers or controllers. The core mounts them under
         ``/p/<plugin name>/``, behind login and CSRF protection. A handler that must be
-        reachable without a session (a PBX web hook) sets ``opt={"public": True}``
-        and authenticates the caller itself.
+        reachable without a session (a PBX web hook) sets
+        ``opt={"public": True, "exclude_from_csrf": True}`` and authenticates the
+        caller itself.
 
     Example::
 
@@ -212,7 +213,7 @@ def kpi_metrics() -> list[Any]:
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def lookup_client(phone: str | None, email: str | None) -> int | None:
     """Find the client a phone number or e-mail address belongs to.
 
@@ -221,13 +222,18 @@ def lookup_client(phone: str | None, email: str | None) -> int | None:
         email: an address (lower-cased by the core) or None.
 
     Returns:
-        The client id, or None to let the next implementation try. Stops at the first
-        non-None result. The core's own implementation (client and contact phones and
-        e-mails) runs last, so a plugin can override matching.
+        The client id (or an awaitable of it), or None to let the next implementation
+        try. The first non-None result wins. The core's own implementation (client and
+        contact phones and e-mails) is ``trylast``, so a plugin can override matching.
+        Callers use ``core.services.clients.find_client`` rather than the raw hook.
 
     Example::
 
-        client_id = pm.hook.lookup_client(phone="+79123456789", email=None)
+        @hookimpl(tryfirst=True)
+        def lookup_client(phone):
+            return PBX_SHORTCUTS.get(phone)   # an own mapping wins over the core's
+
+        client_id = await find_client(phone="8 912 345-67-89")   # -> 42
     """
 
 

@@ -8,12 +8,12 @@ package installed with pip are found the same way.
 from __future__ import annotations
 
 import importlib
+import inspect
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -142,8 +142,23 @@ class LoadedPlugins:
                 flat.append(result)
         return flat
 
-    def plugin_of(self, hook_module: ModuleType | object) -> str | None:
-        return self.pm.get_name(hook_module)
+    async def first_result(self, hook_name: str, **kwargs: Any) -> Any:
+        """The first non-None result in call order, awaiting async implementations.
+
+        pluggy's own ``firstresult`` cannot be used: an async implementation returns
+        a coroutine, which is never None even when it resolves to None.
+        """
+        results = getattr(self.pm.hook, hook_name)(**kwargs)
+        found = None
+        for result in results:
+            if found is not None:
+                if inspect.iscoroutine(result):
+                    result.close()
+                continue
+            value = await result if inspect.isawaitable(result) else result
+            if value is not None:
+                found = value
+        return found
 
 
 def build_plugin_manager(plugins: Iterable[InstalledPlugin]) -> LoadedPlugins:

@@ -17,7 +17,9 @@ class Runtime:
 _current: Runtime | None = None
 
 
-def build_runtime(settings: Settings | None = None, extra_plugin_packages: tuple[str, ...] = ()) -> Runtime:
+def build_runtime(
+    settings: Settings | None = None, extra_plugin_packages: tuple[str, ...] = ()
+) -> Runtime:
     settings = settings or get_settings()
     return Runtime(settings=settings, plugins=load_enabled(settings.plugins, extra_plugin_packages))
 

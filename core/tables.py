@@ -43,6 +43,17 @@ class Session(Table, tablename="core_session"):
     expires_at = Timestamptz()
 
 
+class ApiToken(Table, tablename="core_api_token"):
+    """Bearer token for the JSON API; only a hash is stored."""
+
+    id: Serial
+    user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
+    name = Varchar(length=100)
+    token_hash = Varchar(length=64, unique=True)
+    created_at = Timestamptz()
+    last_used_at = Timestamptz(null=True, default=None)
+
+
 class Client(Table, tablename="core_client"):
     id: Serial
     kind = Varchar(length=16, default="company")
@@ -177,6 +188,7 @@ class Notification(Table, tablename="core_notification"):
 CORE_TABLES: list[type[Table]] = [
     User,
     Session,
+    ApiToken,
     Client,
     Contact,
     ContactPoint,

@@ -1,0 +1,511 @@
+"""Clients (companies and private persons), their contacts, phones, e-mails and tags."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from piccolo.columns.combination import WhereRaw
+
+from core import events
+from core.i18n import _
+from core.runtime import get_runtime
+from core.services import timeline
+from core.services.common import NotFound, as_utc, utcnow, write
+from core.tables import Client, ClientTag, Contact, ContactPoint, User
+from core.validation import (
+    Form,
+    choice,
+    emails,
+    inn,
+    integer,
+    kpp,
+    phones,
+    tags,
+    text,
+    try_normalize_phone,
+)
+
+KINDS = ("company", "person")
+SORTS = ("name", "activity", "created")
+PAGE_SIZE = 50
+_LEGAL_FORMS = re.compile(
+    r"^(ооо|оао|зао|пао|ао|нао|ип|нко|ано|гуп|муп|фгуп|llc|ltd|inc|gmbh|jsc)\b\.?\s*", re.I
+)
+
+
+def search_key(name: str) -> str:
+    """What name search matches against: lower case, ё as е, no legal form, no quotes.
+
+    'ООО «Ромашка»' -> 'ромашка', so typing the name finds it whatever the legal form.
+    """
+    key = name.lower().replace("ё", "е")
+    key = re.sub(r"[\"'«»“”„`]", "", key)
+    key = _LEGAL_FORMS.sub("", key.strip())
+    return re.sub(r"\s+", " ", key).strip()[:255]
+
+
+@dataclass
+class ClientInput:
+    """A validated client form."""
+
+    values: dict[str, Any]
+    phones: list[str] = field(default_factory=list)
+    emails: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+
+async def validate_client(data: dict[str, Any]) -> ClientInput:
+    region = get_runtime().settings.default_region
+    form = Form(data)
+    form.field("kind", choice(KINDS), default="company")
+    form.field("name", text(255, required=True))
+    form.field("legal_name", text(255))
+    form.field("inn", text(20), inn)
+    form.field("kpp", text(20), kpp)
+    form.field("address", text(500))
+    form.field("source", text(64))
+    form.field("notes", text(20000))
+    form.field("phones", phones(region))
+    form.field("emails", emails())
+    form.field("tags", tags)
+    responsible = form.field("responsible", integer(minimum=1))
+    if responsible and not await User.exists().where(
+        (User.id == responsible) & (User.active.eq(True))
+    ):
+        form.error("responsible", _("Choose an active user."))
+    form.raise_if_invalid()
+    cleaned = form.cleaned
+    return ClientInput(
+        values={k: cleaned[k] for k in cleaned if k not in ("phones", "emails", "tags")},
+        phones=cleaned["phones"],
+        emails=cleaned["emails"],
+        tags=cleaned["tags"],
+    )
+
+
+async def find_duplicates(
+    phone_list: list[str], email_list: list[str], inn_value: str, exclude_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Existing clients sharing a phone, e-mail or INN: shown as a warning on create."""
+    ids: set[int] = set()
+    points = [("phone", p) for p in phone_list] + [("email", e) for e in email_list]
+    for kind, value in points:
+        rows = await ContactPoint.select(ContactPoint.client).where(
+            (ContactPoint.kind == kind) & (ContactPoint.value == value)
+        )
+        ids.update(row["client"] for row in rows)
+    if inn_value:
+        rows = await Client.select(Client.id).where(Client.inn == inn_value)
+        ids.update(row["id"] for row in rows)
+    ids.discard(exclude_id)  # type: ignore[arg-type]
+    if not ids:
+        return []
+    return await Client.select(Client.id, Client.name, Client.inn).where(
+        Client.id.is_in(sorted(ids)) & Client.deleted_at.is_null()
+    )
+
+
+async def _replace_points(client_id: int, phone_list: list[str], email_list: list[str]) -> None:
+    await ContactPoint.delete().where(
+        (ContactPoint.client == client_id) & ContactPoint.contact.is_null()
+    )
+    rows = [
+        ContactPoint(client=client_id, kind=kind, value=value, position=i)
+        for kind, values in (("phone", phone_list), ("email", email_list))
+        for i, value in enumerate(values)
+    ]
+    if rows:
+        await ContactPoint.insert(*rows)
+
+
+async def _replace_tags(client_id: int, tag_list: list[str]) -> None:
+    await ClientTag.delete().where(ClientTag.client == client_id)
+    if tag_list:
+        await ClientTag.insert(*[ClientTag(client=client_id, tag=tag) for tag in tag_list])
+
+
+async def create_client(data: dict[str, Any], actor_id: int | None) -> int:
+    client = await validate_client(data)
+    now = utcnow()
+    async with write():
+        rows = await Client.insert(
+            Client(
+                **client.values,
+                name_search=search_key(client.values["name"]),
+                created_by=actor_id,
+                created_at=now,
+                updated_at=now,
+                last_activity_at=now,
+            )
+        ).returning(Client.id)
+        client_id = int(rows[0]["id"])
+        await _replace_points(client_id, client.phones, client.emails)
+        await _replace_tags(client_id, client.tags)
+        await timeline.add_entry(
+            client_id, "client.created", {"name": client.values["name"]}, actor_id
+        )
+        events.emit(events.ClientCreated(client_id=client_id, actor_id=actor_id))
+    return client_id
+
+
+async def update_client(client_id: int, data: dict[str, Any], actor_id: int | None) -> None:
+    before = await get_client(client_id)
+    client = await validate_client(data)
+    changed = [key for key, value in client.values.items() if before.get(key) != value]
+    if before["phones"] != client.phones:
+        changed.append("phones")
+    if before["emails"] != client.emails:
+        changed.append("emails")
+    if before["tags"] != client.tags:
+        changed.append("tags")
+    if not changed:
+        return
+    async with write():
+        await Client.update(
+            {
+                **{getattr(Client, key): value for key, value in client.values.items()},
+                Client.name_search: search_key(client.values["name"]),
+                Client.updated_at: utcnow(),
+            }
+        ).where(Client.id == client_id)
+        await _replace_points(client_id, client.phones, client.emails)
+        await _replace_tags(client_id, client.tags)
+        await timeline.add_entry(client_id, "client.updated", {"fields": changed}, actor_id)
+        events.emit(
+            events.ClientUpdated(client_id=client_id, changed=tuple(changed), actor_id=actor_id)
+        )
+
+
+async def delete_client(client_id: int, actor_id: int | None) -> None:
+    """Soft delete: the card disappears, the data stays restorable by an admin."""
+    await get_client(client_id)
+    async with write():
+        await Client.update({Client.deleted_at: utcnow()}).where(Client.id == client_id)
+        events.emit(events.ClientDeleted(client_id=client_id, actor_id=actor_id))
+
+
+async def get_client(client_id: int) -> dict[str, Any]:
+    row = (
+        await Client.select(
+            *Client.all_columns(),
+            Client.responsible.full_name.as_alias("responsible_name"),
+        )
+        .where((Client.id == client_id) & Client.deleted_at.is_null())
+        .first()
+    )
+    if row is None:
+        raise NotFound(client_id)
+    points = (
+        await ContactPoint.select(ContactPoint.kind, ContactPoint.value)
+        .where((ContactPoint.client == client_id) & ContactPoint.contact.is_null())
+        .order_by(ContactPoint.position)
+    )
+    row["phones"] = [p["value"] for p in points if p["kind"] == "phone"]
+    row["emails"] = [p["value"] for p in points if p["kind"] == "email"]
+    tag_rows = (
+        await ClientTag.select(ClientTag.tag)
+        .where(ClientTag.client == client_id)
+        .order_by(ClientTag.tag)
+    )
+    row["tags"] = [t["tag"] for t in tag_rows]
+    for key in ("created_at", "updated_at", "last_activity_at"):
+        row[key] = as_utc(row[key])
+    return row
+
+
+# --- list and search ----------------------------------------------------------------
+
+
+@dataclass
+class ClientQuery:
+    search: str = ""
+    responsible: int | None = None
+    tag: str = ""
+    source: str = ""
+    sort: str = "name"
+    cursor: str = ""
+    size: int = PAGE_SIZE
+
+
+def _search_condition(raw: str) -> Any:
+    """Name prefix, phone in any format, e-mail or INN: one indexed condition each."""
+    q = raw.strip()
+    conditions = []
+    key = search_key(q)
+    if key:
+        conditions.append(
+            WhereRaw(
+                "(core_client.name_search >= {} AND core_client.name_search < {})",
+                key,
+                key + "\uffff",
+            )
+        )
+    digits = re.sub(r"\D", "", q)
+    if digits and len(digits) >= 5 and re.fullmatch(r"[\d\s()+\-.]+", q):
+        phone = try_normalize_phone(q, get_runtime().settings.default_region)
+        if phone:
+            conditions.append(
+                WhereRaw(
+                    "core_client.id IN (SELECT client FROM core_contact_point WHERE kind = 'phone' AND value = {})",
+                    phone,
+                )
+            )
+        if len(digits) in (10, 12) and digits == q.strip():
+            conditions.append(WhereRaw("core_client.inn = {}", digits))
+    if "@" in q:
+        email = q.lower()
+        conditions.append(
+            WhereRaw(
+                "core_client.id IN (SELECT client FROM core_contact_point WHERE kind = 'email' "
+                "AND value >= {} AND value < {})",
+                email,
+                email + "\uffff",
+            )
+        )
+    combined = conditions[0]
+    for condition in conditions[1:]:
+        combined = combined | condition
+    return combined
+
+
+def _encode_cursor(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> list[Any] | None:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return values if isinstance(values, list) and len(values) == 2 else None
+    except ValueError:
+        return None
+
+
+def _sort_column(sort: str) -> Any:
+    return {
+        "name": Client.name_search,
+        "activity": Client.last_activity_at,
+        "created": Client.created_at,
+    }[sort]
+
+
+async def list_clients(query: ClientQuery) -> tuple[list[dict[str, Any]], str | None]:
+    """One keyset page: never OFFSET, so page 1000 costs what page 1 does."""
+    sort = query.sort if query.sort in SORTS else "name"
+    column = _sort_column(sort)
+    ascending = sort == "name"
+    select = Client.select(
+        Client.id,
+        Client.kind,
+        Client.name,
+        Client.name_search,
+        Client.inn,
+        Client.source,
+        Client.last_activity_at,
+        Client.created_at,
+        Client.responsible.full_name.as_alias("responsible_name"),
+    ).where(Client.deleted_at.is_null())
+    if query.search.strip():
+        select = select.where(_search_condition(query.search))
+    if query.responsible:
+        select = select.where(Client.responsible == query.responsible)
+    if query.tag:
+        select = select.where(
+            WhereRaw(
+                "core_client.id IN (SELECT client FROM core_client_tag WHERE tag = {})",
+                query.tag.lower(),
+            )
+        )
+    if query.source:
+        select = select.where(Client.source == query.source)
+    position = _decode_cursor(query.cursor) if query.cursor else None
+    if position:
+        value, last_id = position
+        if sort != "name":
+            value = datetime.fromisoformat(value)
+        if ascending:
+            select = select.where((column > value) | ((column == value) & (Client.id > last_id)))
+        else:
+            select = select.where((column < value) | ((column == value) & (Client.id < last_id)))
+    rows = await select.order_by(column, Client.id, ascending=ascending).limit(query.size + 1)
+    page_rows = rows[: query.size]
+    await _attach_primary_points(page_rows)
+    next_cursor = None
+    if len(rows) > query.size:
+        last = page_rows[-1]
+        sort_value = last[column._meta.name]
+        next_cursor = _encode_cursor(
+            [
+                as_utc(sort_value).isoformat() if isinstance(sort_value, datetime) else sort_value,
+                last["id"],
+            ]
+        )
+    return page_rows, next_cursor
+
+
+async def _attach_primary_points(rows: list[dict[str, Any]]) -> None:
+    """First phone and e-mail of each row in one query (no N+1)."""
+    if not rows:
+        return
+    points = await ContactPoint.select(
+        ContactPoint.client, ContactPoint.kind, ContactPoint.value
+    ).where(
+        ContactPoint.client.is_in([row["id"] for row in rows])
+        & ContactPoint.contact.is_null()
+        & (ContactPoint.position == 0)
+    )
+    by_client: dict[int, dict[str, str]] = {}
+    for point in points:
+        by_client.setdefault(point["client"], {})[point["kind"]] = point["value"]
+    for row in rows:
+        row["phone"] = by_client.get(row["id"], {}).get("phone", "")
+        row["email"] = by_client.get(row["id"], {}).get("email", "")
+        row["last_activity_at"] = as_utc(row["last_activity_at"])
+
+
+async def lookup(phone: str | None, email: str | None) -> int | None:
+    """The client a phone or e-mail belongs to, contacts' points included."""
+    for kind, value in (("phone", phone), ("email", email)):
+        if not value:
+            continue
+        row = await ContactPoint.raw(
+            "SELECT p.client FROM core_contact_point p JOIN core_client c ON c.id = p.client "
+            "WHERE p.kind = {} AND p.value = {} AND c.deleted_at IS NULL "
+            "ORDER BY c.last_activity_at DESC LIMIT 1",
+            kind,
+            value,
+        )
+        if row:
+            return int(row[0]["client"])
+    return None
+
+
+async def find_client(phone: str | None = None, email: str | None = None) -> int | None:
+    """Which client a phone (any format) or e-mail belongs to, asking every plugin."""
+    region = get_runtime().settings.default_region
+    normalized_phone = try_normalize_phone(phone, region) if phone else None
+    normalized_email = email.strip().lower() if email else None
+    if not normalized_phone and not normalized_email:
+        return None
+    return await get_runtime().plugins.first_result(
+        "lookup_client", phone=normalized_phone, email=normalized_email
+    )
+
+
+async def tag_names() -> list[str]:
+    rows = await ClientTag.raw("SELECT DISTINCT tag FROM core_client_tag ORDER BY tag LIMIT 200")
+    return [row["tag"] for row in rows]
+
+
+async def source_names() -> list[str]:
+    rows = await Client.raw(
+        "SELECT DISTINCT source FROM core_client WHERE source <> '' ORDER BY source LIMIT 200"
+    )
+    return [row["source"] for row in rows]
+
+
+# --- contacts -------------------------------------------------------------------------
+
+
+async def validate_contact(data: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    region = get_runtime().settings.default_region
+    form = Form(data)
+    form.field("name", text(255, required=True))
+    form.field("position", text(255))
+    form.field("notes", text(5000))
+    form.field("phones", phones(region))
+    form.field("emails", emails())
+    form.raise_if_invalid()
+    values = {k: form.cleaned[k] for k in ("name", "position", "notes")}
+    return values, form.cleaned["phones"], form.cleaned["emails"]
+
+
+async def save_contact(
+    client_id: int, data: dict[str, Any], actor_id: int | None, contact_id: int | None = None
+) -> int:
+    await get_client(client_id)
+    values, phone_list, email_list = await validate_contact(data)
+    async with write():
+        if contact_id is None:
+            rows = await Contact.insert(
+                Contact(client=client_id, created_at=utcnow(), **values)
+            ).returning(Contact.id)
+            contact_id = int(rows[0]["id"])
+            await timeline.add_entry(client_id, "contact.added", {"name": values["name"]}, actor_id)
+        else:
+            await _get_contact(client_id, contact_id)
+            await Contact.update({getattr(Contact, k): v for k, v in values.items()}).where(
+                Contact.id == contact_id
+            )
+            await ContactPoint.delete().where(ContactPoint.contact == contact_id)
+        points = [
+            ContactPoint(client=client_id, contact=contact_id, kind=kind, value=value, position=i)
+            for kind, items in (("phone", phone_list), ("email", email_list))
+            for i, value in enumerate(items)
+        ]
+        if points:
+            await ContactPoint.insert(*points)
+        events.emit(
+            events.ClientUpdated(client_id=client_id, changed=("contacts",), actor_id=actor_id)
+        )
+    return contact_id
+
+
+async def _get_contact(client_id: int, contact_id: int) -> dict[str, Any]:
+    row = (
+        await Contact.select()
+        .where(
+            (Contact.id == contact_id)
+            & (Contact.client == client_id)
+            & Contact.deleted_at.is_null()
+        )
+        .first()
+    )
+    if row is None:
+        raise NotFound(contact_id)
+    return row
+
+
+async def delete_contact(client_id: int, contact_id: int, actor_id: int | None) -> None:
+    contact = await _get_contact(client_id, contact_id)
+    async with write():
+        await Contact.update({Contact.deleted_at: utcnow()}).where(Contact.id == contact_id)
+        await ContactPoint.delete().where(ContactPoint.contact == contact_id)
+        await timeline.add_entry(client_id, "contact.removed", {"name": contact["name"]}, actor_id)
+
+
+async def list_contacts(client_id: int) -> list[dict[str, Any]]:
+    contacts = (
+        await Contact.select()
+        .where((Contact.client == client_id) & Contact.deleted_at.is_null())
+        .order_by(Contact.name)
+    )
+    if not contacts:
+        return []
+    points = (
+        await ContactPoint.select(ContactPoint.contact, ContactPoint.kind, ContactPoint.value)
+        .where(ContactPoint.contact.is_in([c["id"] for c in contacts]))
+        .order_by(ContactPoint.position)
+    )
+    for contact in contacts:
+        mine = [p for p in points if p["contact"] == contact["id"]]
+        contact["phones"] = [p["value"] for p in mine if p["kind"] == "phone"]
+        contact["emails"] = [p["value"] for p in mine if p["kind"] == "email"]
+    return contacts
+
+
+async def add_note(
+    client_id: int, note: str, actor_id: int | None, deal_id: int | None = None
+) -> int:
+    await get_client(client_id)
+    form = Form({"text": note})
+    form.field("text", text(10000, required=True))
+    form.raise_if_invalid()
+    async with write():
+        return await timeline.add_entry(
+            client_id, "note", {"text": form.cleaned["text"]}, actor_id, deal_id=deal_id
+        )

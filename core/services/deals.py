@@ -1,0 +1,2 @@
+async def for_client(client_id):
+    return []

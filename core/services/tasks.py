@@ -1,0 +1,2 @@
+async def open_for_client(client_id):
+    return []

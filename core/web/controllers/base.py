@@ -1,0 +1,41 @@
+"""Helpers shared by the HTML controllers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.response import Template
+
+from core.permissions import has_permission
+from core.runtime import get_runtime
+from core.web.templating import page_context
+
+
+def current_user(request: Request) -> dict[str, Any]:
+    return request.scope["user"]  # type: ignore[typeddict-item]
+
+
+def menu_for(user: dict[str, Any]) -> list[Any]:
+    items = get_runtime().plugins.collect("menu_items", user=user)
+    visible = [i for i in items if i.permission is None or has_permission(user, i.permission)]
+    return sorted(visible, key=lambda item: item.order)
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Template:
+    """A full page (or a fragment: partial templates simply don't extend base.html)."""
+    user = request.scope.get("user")
+    base = page_context(request)
+    if user:
+        base["menu"] = menu_for(user)
+    return Template(template, context={**base, **context}, status_code=status_code)
+
+
+async def form_data(request: Request) -> dict[str, Any]:
+    """Form fields as a plain dict; repeated fields become lists."""
+    form = await request.form()
+    data: dict[str, Any] = {}
+    for key in form:
+        values = form.getall(key)
+        data[key] = values if len(values) > 1 else values[0]
+    return data

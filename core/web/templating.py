@@ -1,0 +1,80 @@
+"""Jinja set-up: template search path (theme > plugins > default theme > core),
+gettext, locale-aware filters, and what every page needs in its context."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment
+from litestar import Request
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template.config import TemplateConfig
+
+from core import i18n
+from core.runtime import Runtime
+from core.settings import PROJECT_ROOT
+from core.validation import format_phone
+
+CORE_TEMPLATES = Path(__file__).parent / "templates"
+CORE_STATIC = Path(__file__).parent / "static"
+THEMES_DIR = PROJECT_ROOT / "themes"
+
+
+def theme_dir(name: str) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() else THEMES_DIR / name
+
+
+def template_dirs(runtime: Runtime) -> list[Path]:
+    dirs: list[Path] = []
+    if runtime.settings.theme != "default":
+        dirs.append(theme_dir(runtime.settings.theme) / "templates")
+    for plugin in runtime.plugins.plugins:
+        if (plugin.folder / "templates").is_dir():
+            dirs.append(plugin.folder / "templates")
+    dirs += [THEMES_DIR / "default" / "templates", CORE_TEMPLATES]
+    return dirs
+
+
+def static_dirs(runtime: Runtime) -> list[Path]:
+    dirs: list[Path] = []
+    if runtime.settings.theme != "default":
+        dirs.append(theme_dir(runtime.settings.theme) / "static")
+    return [*dirs, THEMES_DIR / "default" / "static", CORE_STATIC]
+
+
+def _configure(env: Environment, runtime: Runtime) -> None:
+    env.add_extension("jinja2.ext.i18n")
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=i18n.gettext, ngettext=i18n.ngettext, newstyle=True
+    )
+    region = runtime.settings.default_region
+    env.filters.update(
+        datetime=i18n.format_datetime,
+        date=i18n.format_date,
+        time=i18n.format_time,
+        number=i18n.format_number,
+        money=i18n.format_money,
+        phone=lambda value: format_phone(value, region),
+        options=lambda rows, key, label: [(row[key], row[label]) for row in rows],
+    )
+    env.globals.update(
+        language_names=i18n.LANGUAGE_NAMES,
+        languages=runtime.settings.languages,
+        current_locale=i18n.current_locale.get,
+    )
+    runtime.plugins.pm.hook.jinja_environment(env=env)
+
+
+def template_config(runtime: Runtime) -> TemplateConfig:
+    return TemplateConfig(
+        directory=template_dirs(runtime),
+        engine=JinjaTemplateEngine,
+        engine_callback=lambda engine: _configure(engine.engine, runtime),
+    )
+
+
+def page_context(request: Request) -> dict[str, Any]:
+    """What base.html needs: the user and their menu."""
+    return {"user": request.scope.get("user"), "request_path": request.url.path}

@@ -1,0 +1,155 @@
+"""Implements every hook of core/hookspecs.py; tests/test_hooks.py checks each one."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from litestar import Request, get, post
+from litestar.response import Template
+
+from core.hookspecs import hookimpl
+from core.hooktypes import (
+    BackupItem,
+    CardTab,
+    DashboardWidget,
+    DataFormat,
+    KpiMetric,
+    MenuItem,
+    MetricScope,
+    Permission,
+    ScheduledJob,
+    TimelineKind,
+)
+
+RECEIVED_EVENTS: list[Any] = []
+SPECIAL_PHONE = "+74950000000"
+
+
+@get("/hello")
+async def hello(request: Request) -> Template:
+    return Template("sample/hello.html", context={"user": request.scope["user"]})
+
+
+@post("/hook", opt={"public": True, "exclude_from_csrf": True}, status_code=200)
+async def public_hook() -> dict[str, bool]:
+    return {"ok": True}
+
+
+@get("/clients/{client_id:int}/tab")
+async def client_tab(client_id: int) -> str:
+    return f"sample tab of {client_id}"
+
+
+@hookimpl
+def piccolo_apps() -> list[str]:
+    return ["tests.plugins.sample.piccolo_app"]
+
+
+@hookimpl
+def route_handlers() -> list[Any]:
+    return [hello, public_hook, client_tab]
+
+
+@hookimpl
+def menu_items(user: dict[str, Any]) -> list[MenuItem]:
+    return [
+        MenuItem(label="Sample", href="/p/sample/hello", order=50),
+        MenuItem(label="Sample admin", href="/p/sample/admin", order=51, permission="sample.admin"),
+    ]
+
+
+@hookimpl
+def card_tabs(entity: str, record: dict[str, Any]) -> list[CardTab]:
+    if entity != "client":
+        return []
+    return [
+        CardTab(key="sample", label="Sample tab", url=f"/p/sample/clients/{record['id']}/tab"),
+        CardTab(
+            key="sample-panel",
+            label="Sample panel",
+            url=f"/p/sample/clients/{record['id']}/tab",
+            placement="panel",
+        ),
+    ]
+
+
+@hookimpl
+def timeline_kinds() -> list[TimelineKind]:
+    return [
+        TimelineKind(
+            kind="sample.ping", template="sample/timeline_ping.html", label="Ping", icon="!"
+        )
+    ]
+
+
+@hookimpl
+def domain_event(event: Any) -> None:
+    RECEIVED_EVENTS.append(event)
+
+
+def _noop_actor() -> None:
+    """Stands in for a Dramatiq actor: the scheduler only calls ``.send``."""
+
+
+_noop_actor.send = lambda **kwargs: None  # type: ignore[attr-defined]
+
+
+@hookimpl
+def scheduled_jobs() -> list[ScheduledJob]:
+    return [ScheduledJob(name="sample.tick", cron="*/5 * * * *", actor=_noop_actor)]
+
+
+@hookimpl
+def permissions() -> list[Permission]:
+    return [Permission("sample.admin", "Administer the sample", ("admin", "head"))]
+
+
+@hookimpl
+def dashboard_widgets(user: dict[str, Any]) -> list[DashboardWidget]:
+    return [DashboardWidget(key="sample", title="Sample widget", url="/p/sample/hello")]
+
+
+async def _count_marks(start: date, end: date, scope: MetricScope) -> float:
+    return 42.0
+
+
+@hookimpl
+def kpi_metrics() -> list[KpiMetric]:
+    return [KpiMetric(key="sample.marks", label="Marks", unit="pcs", compute=_count_marks)]
+
+
+@hookimpl(tryfirst=True)
+async def lookup_client(phone: str | None) -> int | None:
+    from core.tables import Client
+
+    if phone != SPECIAL_PHONE:
+        return None
+    row = await Client.select(Client.id).order_by(Client.id).first()
+    return row["id"] if row else None
+
+
+@hookimpl
+def data_formats() -> list[DataFormat]:
+    return [
+        DataFormat(
+            key="sample.lines",
+            label="Lines",
+            entity="client",
+            media_type="text/plain",
+            extension="txt",
+            exporter=lambda rows: "\n".join(r["name"] for r in rows).encode(),
+            importer=lambda data: [{"name": line} for line in data.decode().splitlines() if line],
+        )
+    ]
+
+
+@hookimpl
+def jinja_environment(env: Any) -> None:
+    env.filters["shout"] = lambda value: f"{value}!".upper()
+
+
+@hookimpl
+def backup_items() -> list[BackupItem]:
+    return [BackupItem(name="sample", path=Path("/tmp/sample-backup-item"))]

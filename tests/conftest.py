@@ -4,7 +4,6 @@ the whole suite to PostgreSQL (see .ci/run)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
@@ -17,7 +16,7 @@ import pytest
 _DATA_DIR = Path(tempfile.mkdtemp(prefix="kartoteka-test-"))
 os.environ["KARTOTEKA_DATA_DIR"] = str(_DATA_DIR)
 os.environ.pop("KARTOTEKA_SETTINGS", None)
-os.environ.pop("KARTOTEKA_PLUGINS", None)
+os.environ["KARTOTEKA_PLUGINS"] = "sample"  # tests/plugins/sample: implements every hook
 os.environ.setdefault("KARTOTEKA_LOCALE", "en")
 os.environ["DATABASE_URL"] = os.environ.get("KARTOTEKA_TEST_DATABASE_URL", "")
 os.environ["BROKER_URL"] = os.environ.get("KARTOTEKA_TEST_BROKER_URL", "")
@@ -103,8 +102,3 @@ async def as_admin(client: Any, admin: dict[str, Any]) -> Any:
 
     await login(client, "admin", "admin-password")
     return client
-
-
-@pytest.fixture(scope="session")
-def event_loop_policy() -> asyncio.AbstractEventLoopPolicy:
-    return asyncio.DefaultEventLoopPolicy()

@@ -37,10 +37,11 @@ async def truncate_all() -> None:
     if engine.engine_type == "postgres":
         await engine.run_ddl(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE")
         return
-    await engine.run_ddl("PRAGMA foreign_keys = OFF")
-    for name in names:
-        await engine.run_ddl(f"DELETE FROM {name}")
-    await engine.run_ddl("PRAGMA foreign_keys = ON")
+    # Children before parents: plugin apps come after the core, tables after those
+    # they reference, so the reversed list deletes without breaking a foreign key.
+    async with engine.transaction():
+        for name in reversed(names):
+            await engine.run_ddl(f"DELETE FROM {name}")
 
 
 def csrf_token(client: Any) -> str:

@@ -111,7 +111,8 @@ def _plugin_routers(runtime: Runtime) -> list[Router]:
     return routers
 
 
-def create_app(runtime: Runtime | None = None) -> Litestar:
+def create_app(runtime: Runtime | None = None, run_jobs: bool = False) -> Litestar:
+    """``run_jobs``: embedded mode, the job worker and scheduler live in this process."""
     runtime = runtime or get_runtime()
     set_runtime(runtime)
     settings = runtime.settings
@@ -121,14 +122,29 @@ def create_app(runtime: Runtime | None = None) -> Litestar:
     def dispatch(event: events.DomainEvent) -> None:
         runtime.plugins.pm.hook.domain_event(event=event)
 
+    background: list[Any] = []
+
     async def on_startup() -> None:
         bind_tables()
         i18n.load_catalogs(settings.languages, locale_dirs)
         events.set_dispatcher(dispatch)
         if not settings.is_sqlite and not settings.embedded:
             await get_engine().start_connection_pool()  # type: ignore[attr-defined]
+        if run_jobs:
+            from core.jobs.broker import setup_broker
+            from core.jobs.scheduler import EmbeddedScheduler
+            from core.jobs.worker import EmbeddedWorker, load_actors
+
+            setup_broker(settings)
+            load_actors(runtime)
+            background.extend([EmbeddedWorker(), EmbeddedScheduler(runtime)])
+            for service in background:
+                service.start()
 
     async def on_shutdown() -> None:
+        for service in reversed(background):
+            service.stop()
+        background.clear()
         events.set_dispatcher(None)
         if not settings.is_sqlite and not settings.embedded:
             await get_engine().close_connection_pool()  # type: ignore[attr-defined]

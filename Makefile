@@ -1,0 +1,63 @@
+# Kartoteka: `make run` and `make test` are all a newcomer needs. `make help` lists the rest.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PICCOLO_CONF := core.piccolo_conf
+
+# A server-mode test run (CI): PostgreSQL and Redis on this machine.
+TEST_PG_URL ?= postgresql://postgres@127.0.0.1:5432/kartoteka_test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/14
+TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
+
+.DEFAULT_GOAL := help
+.PHONY: help install run demo test test-server test-e2e lint format typecheck i18n clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install Kartoteka with its dependencies
+
+run: $(STAMP) ## serve on http://127.0.0.1:8000 (embedded SQLite under ./var, jobs in-process)
+	$(BIN)/kartoteka run
+
+demo: $(STAMP) ## load a demo company into the database
+	$(BIN)/kartoteka demo
+
+test: $(STAMP) ## run the whole suite (embedded mode; installs Chromium for the browser tests)
+	bash scripts/system-deps.sh
+	$(BIN)/pytest -q
+
+test-server: $(STAMP) ## the suite again on PostgreSQL + Redis, then the job tests on RabbitMQ
+	bash scripts/check-services.sh
+	KARTOTEKA_TEST_DATABASE_URL=$(TEST_PG_URL) KARTOTEKA_TEST_BROKER_URL=$(TEST_REDIS_URL) $(BIN)/pytest -q
+	KARTOTEKA_TEST_DATABASE_URL=$(TEST_PG_URL) KARTOTEKA_TEST_BROKER_URL=$(TEST_AMQP_URL) $(BIN)/pytest -q tests/test_jobs.py
+
+test-e2e: $(STAMP) ## only the end-to-end browser tests
+	bash scripts/system-deps.sh
+	$(BIN)/pytest -q -m e2e
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## apply ruff formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP) ## mypy
+	$(BIN)/mypy core
+
+i18n: $(STAMP) ## extract strings and update the .po catalogs (then translate the new entries)
+	$(BIN)/pybabel extract -F babel.cfg -o core/locale/messages.pot --no-location --omit-header core themes
+	$(BIN)/pybabel update -i core/locale/messages.pot -d core/locale --no-fuzzy-matching --omit-header
+
+clean: ## remove the virtual environment (keeps ./var, your data)
+	rm -rf $(VENV)

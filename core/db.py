@@ -45,7 +45,10 @@ def app_registry() -> AppRegistry:
 
 def bind_tables() -> None:
     """Point every registered table at our engine (Piccolo would otherwise guess)."""
+    from piccolo.apps.migrations.tables import Migration
+
     engine = get_engine()
+    Migration._meta.db = engine  # Piccolo's bookkeeping of applied migrations
     for app_config in app_registry().app_configs.values():
         for table in app_config.table_classes:
             table._meta.db = engine

@@ -10,6 +10,8 @@ from datetime import timedelta
 
 import dramatiq
 import pytest
+
+from tests.support import TEST_PLUGIN_PACKAGE
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.errors import QueueJoinTimeout
 from dramatiq.middleware.asyncio import AsyncIO
@@ -261,7 +263,7 @@ def test_bad_cron_is_rejected_naming_the_job(job_settings):
         def scheduled_jobs(self):
             return [ScheduledJob(name="bad.nightly", cron="61 * * * *", actor=send_due_reminders)]
 
-    runtime = build_runtime(job_settings)
+    runtime = build_runtime(job_settings, extra_plugin_packages=(TEST_PLUGIN_PACKAGE,))
     runtime.plugins.pm.register(BadPlugin(), name="bad")
     with pytest.raises(ScheduleError, match=r"'bad\.nightly'.*'61 \* \* \* \*'"):
         build_schedule(runtime)

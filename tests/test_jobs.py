@@ -10,8 +10,6 @@ from datetime import timedelta
 
 import dramatiq
 import pytest
-
-from tests.support import TEST_PLUGIN_PACKAGE
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.errors import QueueJoinTimeout
 from dramatiq.middleware.asyncio import AsyncIO
@@ -25,6 +23,7 @@ from core.jobs.scheduler import EmbeddedScheduler, ScheduleError, build_schedule
 from core.jobs.sqlite_broker import SQLiteBroker
 from core.jobs.worker import EmbeddedWorker
 from core.runtime import build_runtime
+from tests.support import TEST_PLUGIN_PACKAGE
 
 FAST = {"worker_threads": 2, "worker_timeout": 50}
 

@@ -42,6 +42,9 @@ def timeline_kinds() -> list[TimelineKind]:
         TimelineKind("client.updated", simple, _("Client details changed"), "✎"),
         TimelineKind("contact.added", simple, _("Contact added"), "👤"),
         TimelineKind("contact.removed", simple, _("Contact removed"), "👤"),
+        TimelineKind("task.created", "core/timeline/task_created.html", _("Task created"), "☐"),
+        TimelineKind("task.completed", "core/timeline/task_completed.html", _("Task done"), "☑"),
+        TimelineKind("task.reopened", "core/timeline/task_reopened.html", _("Task reopened"), "↺"),
     ]
 
 

@@ -6,6 +6,16 @@ from typing import Any
 
 
 def all_handlers() -> list[Any]:
-    from core.web.controllers import auth, clients
+    from core.web.controllers import (
+        api,
+        auth,
+        clients,
+        dashboard,
+        deals,
+        files,
+        notifications,
+        tasks,
+    )
 
-    return [*auth.HANDLERS, *clients.HANDLERS]
+    modules = [auth, dashboard, clients, deals, tasks, files, notifications, api]
+    return [handler for module in modules for handler in module.HANDLERS]

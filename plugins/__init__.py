@@ -1,0 +1,1 @@
+"""In-repo plugins: one folder each, registered as kartoteka.plugins entry points."""

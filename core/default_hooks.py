@@ -14,7 +14,7 @@ def menu_items(user: dict) -> list[MenuItem]:
         MenuItem(label=_("Clients"), href="/clients", order=20),
         MenuItem(label=_("Deals"), href="/deals", order=30),
         MenuItem(label=_("Tasks"), href="/tasks", order=40),
-        MenuItem(label=_("Settings"), href="/admin", order=900, permission="core.admin"),
+        MenuItem(label=_("Pipelines"), href="/admin/pipelines", order=900, permission="core.admin"),
     ]
 
 
@@ -42,6 +42,17 @@ def timeline_kinds() -> list[TimelineKind]:
         TimelineKind("client.updated", simple, _("Client details changed"), "✎"),
         TimelineKind("contact.added", simple, _("Contact added"), "👤"),
         TimelineKind("contact.removed", simple, _("Contact removed"), "👤"),
+        TimelineKind("deal.created", "core/timeline/deal_created.html", _("Deal created"), "₽"),
+        TimelineKind(
+            "deal.stage_changed",
+            "core/timeline/deal_stage_changed.html",
+            _("Deal stage changed"),
+            "→",
+        ),
+        TimelineKind("deal.updated", "core/timeline/deal_changed.html", _("Deal changed"), "✎"),
+        TimelineKind("deal.deleted", "core/timeline/deal_changed.html", _("Deal deleted"), "✕"),
+        TimelineKind("file.attached", "core/timeline/file_attached.html", _("File attached"), "📎"),
+        TimelineKind("file.removed", "core/timeline/file_removed.html", _("File removed"), "📎"),
         TimelineKind("task.created", "core/timeline/task_created.html", _("Task created"), "☐"),
         TimelineKind("task.completed", "core/timeline/task_completed.html", _("Task done"), "☑"),
         TimelineKind("task.reopened", "core/timeline/task_reopened.html", _("Task reopened"), "↺"),

@@ -23,17 +23,73 @@ MANAGERS = [
     ("sidorova", "Мария Сидорова", "manager"),
     ("kuznetsov", "Олег Кузнецов", "manager"),
 ]
-_ADJECTIVES = ["Северная", "Уральская", "Быстрая", "Первая", "Сибирская", "Волжская", "Новая", "Точная", "Светлая", "Балтийская"]
-_NOUNS = ["Логистика", "Мебель", "Техника", "Кровля", "Полиграфия", "Оптика", "Энергия", "Сталь", "Упаковка", "Стройка"]
+_ADJECTIVES = [
+    "Северная",
+    "Уральская",
+    "Быстрая",
+    "Первая",
+    "Сибирская",
+    "Волжская",
+    "Новая",
+    "Точная",
+    "Светлая",
+    "Балтийская",
+]
+_NOUNS = [
+    "Логистика",
+    "Мебель",
+    "Техника",
+    "Кровля",
+    "Полиграфия",
+    "Оптика",
+    "Энергия",
+    "Сталь",
+    "Упаковка",
+    "Стройка",
+]
 _FORMS = ["ООО", "АО", "ИП", "ООО", "ООО"]
-_FIRST = ["Алексей", "Ирина", "Сергей", "Елена", "Дмитрий", "Ольга", "Николай", "Татьяна", "Игорь", "Наталья"]
-_LAST = ["Смирнов", "Волков", "Соколов", "Морозов", "Лебедев", "Козлов", "Новиков", "Попов", "Орлов", "Зайцев"]
+_FIRST = [
+    "Алексей",
+    "Ирина",
+    "Сергей",
+    "Елена",
+    "Дмитрий",
+    "Ольга",
+    "Николай",
+    "Татьяна",
+    "Игорь",
+    "Наталья",
+]
+_LAST = [
+    "Смирнов",
+    "Волков",
+    "Соколов",
+    "Морозов",
+    "Лебедев",
+    "Козлов",
+    "Новиков",
+    "Попов",
+    "Орлов",
+    "Зайцев",
+]
 _INTERNATIONAL = ["Baltic Trade GmbH", "Nordic Parts Oy", "Silk Road LLC", "Anatolia Tekstil A.Ş."]
 _SOURCES = ["сайт", "рекомендация", "выставка", "холодный звонок", "реклама"]
 _TAGS = ["vip", "опт", "розница", "регион", "новый", "постоянный"]
-_DEAL_TITLES = ["Поставка", "Годовой контракт", "Пилотный заказ", "Монтаж", "Сервисное обслуживание"]
+_DEAL_TITLES = [
+    "Поставка",
+    "Годовой контракт",
+    "Пилотный заказ",
+    "Монтаж",
+    "Сервисное обслуживание",
+]
 _LOST_REASONS = ["Дорого", "Выбрали конкурента", "Нет бюджета", "Пропала потребность"]
-_TASKS = ["Перезвонить", "Отправить КП", "Согласовать договор", "Выставить счёт", "Назначить встречу"]
+_TASKS = [
+    "Перезвонить",
+    "Отправить КП",
+    "Согласовать договор",
+    "Выставить счёт",
+    "Назначить встречу",
+]
 
 
 def _inn(rng: random.Random, person: bool) -> str:
@@ -90,7 +146,8 @@ async def load_demo(clients: int = 300, seed: int = 7) -> str:
     rng = random.Random(seed)
     count = clients
     manager_ids = [
-        (await users.create_user(login, name, DEMO_PASSWORD, role=role))["id"] for login, name, role in MANAGERS
+        (await users.create_user(login, name, DEMO_PASSWORD, role=role))["id"]
+        for login, name, role in MANAGERS
     ]
     pipeline = (await deals.list_pipelines())[0]
     open_stages = [s for s in pipeline["stages"] if s["outcome"] == "open"]
@@ -100,9 +157,13 @@ async def load_demo(clients: int = 300, seed: int = 7) -> str:
     deal_count = task_count = 0
     for index in range(1, count + 1):
         manager_id = manager_ids[index % len(manager_ids)]
-        client_id = await client_service.create_client(_client_data(rng, index, manager_id), manager_id)
+        client_id = await client_service.create_client(
+            _client_data(rng, index, manager_id), manager_id
+        )
         if index % 4 == 0:
-            await client_service.add_note(client_id, "Обсудили условия поставки, ждут КП.", manager_id)
+            await client_service.add_note(
+                client_id, "Обсудили условия поставки, ждут КП.", manager_id
+            )
         for _ in range(rng.choice([0, 1, 1, 2])):
             deal_id = await deals.create_deal(
                 {

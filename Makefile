@@ -38,7 +38,7 @@ test: $(STAMP) ## run the whole suite (embedded mode; installs Chromium for the 
 test-server: $(STAMP) ## the suite again on PostgreSQL + Redis, then the job tests on RabbitMQ
 	bash scripts/check-services.sh
 	KARTOTEKA_TEST_DATABASE_URL=$(TEST_PG_URL) KARTOTEKA_TEST_BROKER_URL=$(TEST_REDIS_URL) $(BIN)/pytest -q
-	KARTOTEKA_TEST_DATABASE_URL=$(TEST_PG_URL) KARTOTEKA_TEST_BROKER_URL=$(TEST_AMQP_URL) $(BIN)/pytest -q tests/test_jobs.py
+	KARTOTEKA_TEST_DATABASE_URL=$(TEST_PG_URL) KARTOTEKA_TEST_BROKER_URL=$(TEST_AMQP_URL) $(BIN)/pytest -q tests/test_jobs.py -k server_broker
 
 test-e2e: $(STAMP) ## only the end-to-end browser tests
 	bash scripts/system-deps.sh

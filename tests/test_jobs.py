@@ -181,18 +181,23 @@ def test_build_broker_picks_rabbitmq_for_amqp(job_settings):
     assert isinstance(broker, RabbitmqBroker)  # connects lazily: no server needed
 
 
-@pytest.mark.skipif(os.environ.get("KARTOTEKA_TEST_REDIS") != "1", reason="needs Redis")
-def test_setup_broker_picks_redis(job_settings):
+SERVER_BROKER_URL = os.environ.get("KARTOTEKA_TEST_BROKER_URL", "")
+
+
+@pytest.mark.skipif(not SERVER_BROKER_URL, reason="server mode only (make test-server)")
+def test_server_broker_runs_jobs(job_settings):
+    """The real Redis or RabbitMQ of `make test-server` carries a job to a worker."""
     from dramatiq.brokers.redis import RedisBroker
 
     from core.jobs.reminders import send_due_reminders
 
+    expected = RedisBroker if SERVER_BROKER_URL.startswith("redis") else RabbitmqBroker
     embedded = setup_broker(job_settings)
-    redis_settings = dataclasses.replace(job_settings, broker_url="redis://127.0.0.1:6379/15")
+    server_settings = dataclasses.replace(job_settings, broker_url=SERVER_BROKER_URL)
     try:
-        broker = setup_broker(redis_settings)
-        assert isinstance(broker, RedisBroker)
-        assert setup_broker(redis_settings) is broker
+        broker = setup_broker(server_settings)
+        assert isinstance(broker, expected)
+        assert setup_broker(server_settings) is broker
         assert send_due_reminders.broker is broker  # declared actors moved along
         seen = []
 

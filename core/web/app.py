@@ -111,8 +111,14 @@ def _plugin_routers(runtime: Runtime) -> list[Router]:
     return routers
 
 
-def create_app(runtime: Runtime | None = None, run_jobs: bool = False) -> Litestar:
-    """``run_jobs``: embedded mode, the job worker and scheduler live in this process."""
+def create_app(
+    runtime: Runtime | None = None, run_jobs: bool = False, db_pool: bool = False
+) -> Litestar:
+    """``run_jobs``: embedded mode, the job worker and scheduler live in this process.
+
+    ``db_pool``: a PostgreSQL connection pool bound to the server's event loop; off
+    where other loops use the database too (in-process jobs, test clients).
+    """
     runtime = runtime or get_runtime()
     set_runtime(runtime)
     settings = runtime.settings
@@ -128,7 +134,7 @@ def create_app(runtime: Runtime | None = None, run_jobs: bool = False) -> Litest
         bind_tables()
         i18n.load_catalogs(settings.languages, locale_dirs)
         events.set_dispatcher(dispatch)
-        if not settings.is_sqlite and not settings.embedded:
+        if db_pool:
             await get_engine().start_connection_pool()  # type: ignore[attr-defined]
         if run_jobs:
             from core.jobs.broker import setup_broker
@@ -146,7 +152,7 @@ def create_app(runtime: Runtime | None = None, run_jobs: bool = False) -> Litest
             service.stop()
         background.clear()
         events.set_dispatcher(None)
-        if not settings.is_sqlite and not settings.embedded:
+        if db_pool:
             await get_engine().close_connection_pool()  # type: ignore[attr-defined]
 
     return Litestar(

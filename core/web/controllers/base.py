@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request
-from litestar.response import Template
+from litestar import Request, Response
+from litestar.response import Redirect, Template
 
 from core.permissions import has_permission
 from core.runtime import get_runtime
@@ -39,3 +39,14 @@ async def form_data(request: Request) -> dict[str, Any]:
         values = form.getall(key)
         data[key] = values if len(values) > 1 else values[0]
     return data
+
+
+def is_htmx(request: Request) -> bool:
+    return bool(request.headers.get("hx-request"))
+
+
+def redirect(request: Request, url: str) -> Response[Any]:
+    """After a successful form: htmx follows HX-Redirect, a plain form a 303."""
+    if is_htmx(request):
+        return Response(b"", status_code=200, headers={"HX-Redirect": url})
+    return Redirect(url, status_code=303)

@@ -6,25 +6,14 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery
-from litestar.response import Redirect, Template
+from litestar.response import Template
 
 from core.runtime import get_runtime
 from core.services import clients, timeline, users
 from core.services.clients import ClientQuery
 from core.validation import ValidationError
-from core.web.controllers.base import current_user, form_data, render
+from core.web.controllers.base import current_user, form_data, is_htmx, redirect, render
 from core.web.timeline import timeline_templates
-
-
-def _is_htmx(request: Request) -> bool:
-    return bool(request.headers.get("hx-request"))
-
-
-def redirect(request: Request, url: str) -> Response[Any]:
-    """After a successful form: htmx follows HX-Redirect, a plain form a 303."""
-    if _is_htmx(request):
-        return Response(b"", status_code=200, headers={"HX-Redirect": url})
-    return Redirect(url, status_code=303)
 
 
 def _form_values(client: dict[str, Any]) -> dict[str, Any]:
@@ -43,7 +32,7 @@ async def _form_page(
     duplicates: list[dict[str, Any]] | None = None,
     status_code: int = 200,
 ) -> Template:
-    template = "core/clients/_form.html" if _is_htmx(request) else "core/clients/form.html"
+    template = "core/clients/_form.html" if is_htmx(request) else "core/clients/form.html"
     return render(
         request,
         template,
@@ -70,7 +59,7 @@ async def client_list(
     )
     rows, next_cursor = await clients.list_clients(query)
     context = {"rows": rows, "next_cursor": next_cursor, "query": query}
-    if _is_htmx(request) and request.headers.get("hx-target") in ("client-rows", "client-more"):
+    if is_htmx(request) and request.headers.get("hx-target") in ("client-rows", "client-more"):
         return render(request, "core/clients/_rows.html", **context)
     return render(
         request,

@@ -14,19 +14,8 @@ from core.services.common import NotFound
 from core.services.deals import DealQuery
 from core.validation import ValidationError
 from core.web.auth import require_role
-from core.web.controllers.base import current_user, form_data, render
+from core.web.controllers.base import current_user, form_data, is_htmx, redirect, render
 from core.web.timeline import timeline_templates
-
-
-def _is_htmx(request: Request) -> bool:
-    return bool(request.headers.get("hx-request"))
-
-
-def redirect(request: Request, url: str) -> Response[Any]:
-    """After a successful form: htmx follows HX-Redirect, a plain form a 303."""
-    if _is_htmx(request):
-        return Response(b"", status_code=200, headers={"HX-Redirect": url})
-    return Redirect(url, status_code=303)
 
 
 def _optional_int(value: Any) -> int | None:
@@ -81,7 +70,7 @@ async def deal_board(
     pipeline: FromQuery[int | None] = None,
     responsible: FromQuery[int | None] = None,
 ) -> Template:
-    fragment = _is_htmx(request) and request.headers.get("hx-target") == "board"
+    fragment = is_htmx(request) and request.headers.get("hx-target") == "board"
     return await _board_page(request, pipeline, responsible, fragment=fragment)
 
 
@@ -118,13 +107,13 @@ async def deal_move(request: Request, deal_id: FromPath[int]) -> Response[Any]:
             deal["pipeline"],
             responsible,
             status_code=422,
-            fragment=_is_htmx(request),
+            fragment=is_htmx(request),
             error=error,
             lost=lost,
         )
     if from_card:
         return redirect(request, f"/deals/{deal_id}")
-    if not _is_htmx(request):
+    if not is_htmx(request):
         return Redirect(f"/deals?pipeline={deal['pipeline']}", status_code=303)
     return await _board_page(request, deal["pipeline"], responsible, fragment=True)
 
@@ -154,7 +143,7 @@ async def deal_list(
     )
     rows, next_cursor = await deals.list_deals(query)
     context = {"rows": rows, "next_cursor": next_cursor, "query": query}
-    if _is_htmx(request) and request.headers.get("hx-target") in ("deal-rows", "deal-more"):
+    if is_htmx(request) and request.headers.get("hx-target") in ("deal-rows", "deal-more"):
         return render(request, "core/deals/_rows.html", **context)
     return render(
         request,
@@ -174,7 +163,7 @@ async def _form_page(
     errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Template:
-    template = "core/deals/_form.html" if _is_htmx(request) else "core/deals/form.html"
+    template = "core/deals/_form.html" if is_htmx(request) else "core/deals/form.html"
     client_name = ""
     client_options: list[dict[str, Any]] = []
     client_id = _optional_int(values.get("client"))
@@ -273,7 +262,7 @@ async def _card_page(
         "move_values": {},
         **extra,
     }
-    if _is_htmx(request) and request.headers.get("hx-target") == "deal-stage":
+    if is_htmx(request) and request.headers.get("hx-target") == "deal-stage":
         return render(request, "core/deals/_stage.html", status_code=status_code, **context)
     return render(request, "core/deals/card.html", status_code=status_code, **context)
 
@@ -292,7 +281,7 @@ async def _pipelines_page(
     request: Request, status_code: int = 200, errors: dict[str, dict[str, str]] | None = None
 ) -> Template:
     template = (
-        "core/admin/pipelines_panel.html" if _is_htmx(request) else "core/admin/pipelines.html"
+        "core/admin/pipelines_panel.html" if is_htmx(request) else "core/admin/pipelines.html"
     )
     return render(
         request,
@@ -309,7 +298,7 @@ async def _admin_action(request: Request, scope: str, action: Any) -> Response[A
         await action()
     except ValidationError as exc:
         return await _pipelines_page(request, status_code=422, errors={scope: exc.errors})
-    if not _is_htmx(request):
+    if not is_htmx(request):
         return Redirect("/admin/pipelines", status_code=303)
     return await _pipelines_page(request)
 

@@ -12,12 +12,7 @@ from litestar.response import Template
 from core.services import dashboard, tasks, users
 from core.services.common import utcnow
 from core.validation import ValidationError
-from core.web.controllers.base import current_user, form_data, render
-from core.web.controllers.clients import redirect
-
-
-def _is_htmx(request: Request) -> bool:
-    return bool(request.headers.get("hx-request"))
+from core.web.controllers.base import current_user, form_data, is_htmx, redirect, render
 
 
 def _default_due() -> str:
@@ -37,7 +32,7 @@ async def _form_page(
     status_code: int = 200,
 ) -> Template:
     links = await tasks.link_names(_id(values.get("client")), _id(values.get("deal")))
-    template = "core/tasks/_form.html" if _is_htmx(request) else "core/tasks/form.html"
+    template = "core/tasks/_form.html" if is_htmx(request) else "core/tasks/form.html"
     return render(
         request,
         template,
@@ -146,7 +141,7 @@ async def _after_change(request: Request, task_id: int, panel: str) -> Response[
             "core/dashboard_tasks.html",
             summary=await dashboard.task_summary(user["id"]),
         )
-    if _is_htmx(request):
+    if is_htmx(request):
         return render(request, "core/tasks/_row.html", t=task, priorities=tasks.priority_labels())
     return redirect(request, f"/tasks/{task_id}")
 

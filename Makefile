@@ -56,8 +56,8 @@ typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy core
 
 i18n: $(STAMP) ## extract strings and update the .po catalogs (then translate the new entries)
-	$(BIN)/pybabel extract -F babel.cfg -o core/locale/messages.pot --no-location --omit-header core themes
-	$(BIN)/pybabel update -i core/locale/messages.pot -d core/locale --no-fuzzy-matching --omit-header
+	$(BIN)/pybabel extract -F babel.cfg -o core/locale/messages.pot --no-location --omit-header -k lazy_gettext core themes
+	$(BIN)/pybabel update -i core/locale/messages.pot -d core/locale --no-fuzzy-matching --no-wrap
 
 clean: ## remove the virtual environment (keeps ./var, your data)
 	rm -rf $(VENV)

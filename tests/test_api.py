@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -11,23 +10,6 @@ import pytest
 from tests.support import post
 
 VALID_INN = "7707083893"
-
-
-@pytest.fixture
-async def app(migrated: None, runtime: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    """The app with the files and API handlers, whether or not they are registered yet."""
-    from core.web import controllers
-    from core.web.app import create_app
-    from core.web.controllers import api, files
-
-    original = controllers.all_handlers
-
-    def all_handlers() -> list[Any]:
-        handlers = original()
-        return handlers + [h for h in (*files.HANDLERS, *api.HANDLERS) if h not in handlers]
-
-    monkeypatch.setattr(controllers, "all_handlers", all_handlers)
-    yield create_app(runtime)
 
 
 async def bearer(user: dict[str, Any]) -> dict[str, str]:

@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.support import field_error, post
-
-
-@pytest.fixture
-async def app(migrated: None, runtime: Any) -> AsyncIterator[Any]:
-    """The app with the deal routes, whether or not controllers/__init__ lists them yet."""
-    from core.web import controllers
-    from core.web.app import create_app
-    from core.web.controllers import deals as deal_controllers
-
-    original = controllers.all_handlers
-
-    def with_deals() -> list[Any]:
-        handlers = original()
-        if deal_controllers.deal_board in handlers:
-            return handlers
-        return [*handlers, *deal_controllers.HANDLERS]
-
-    controllers.all_handlers = with_deals  # type: ignore[assignment]
-    try:
-        yield create_app(runtime)
-    finally:
-        controllers.all_handlers = original  # type: ignore[assignment]
 
 
 @pytest.fixture

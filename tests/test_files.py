@@ -15,23 +15,6 @@ from tests.support import field_error, post
 
 
 @pytest.fixture
-async def app(migrated: None, runtime: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    """The app with the files and API handlers, whether or not they are registered yet."""
-    from core.web import controllers
-    from core.web.app import create_app
-    from core.web.controllers import api, files
-
-    original = controllers.all_handlers
-
-    def all_handlers() -> list[Any]:
-        handlers = original()
-        return handlers + [h for h in (*files.HANDLERS, *api.HANDLERS) if h not in handlers]
-
-    monkeypatch.setattr(controllers, "all_handlers", all_handlers)
-    yield create_app(runtime)
-
-
-@pytest.fixture
 def small_limit(runtime: Any) -> Iterator[int]:
     """Uploads limited to 1 MB for the test."""
     original = runtime.settings

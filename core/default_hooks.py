@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.hookspecs import hookimpl
-from core.hooktypes import MenuItem, Permission, ScheduledJob, TimelineKind
+from core.hooktypes import MenuItem, Permission, RecordType, ScheduledJob, TimelineKind
 from core.i18n import _
 
 
@@ -14,15 +14,56 @@ def menu_items(user: dict) -> list[MenuItem]:
         MenuItem(label=_("Clients"), href="/clients", order=20),
         MenuItem(label=_("Deals"), href="/deals", order=30),
         MenuItem(label=_("Tasks"), href="/tasks", order=40),
-        MenuItem(label=_("Pipelines"), href="/admin/pipelines", order=900, permission="core.admin"),
+        MenuItem(label=_("Pipelines"), href="/admin/pipelines", order=900, permission=PIPELINES),
+        MenuItem(label=_("Users"), href="/admin/users", order=910, permission=USERS),
+        MenuItem(label=_("Audit log"), href="/admin/audit", order=920, permission=AUDIT),
     ]
+
+
+ALL_ROLES = ("admin", "head", "manager", "readonly")
+WRITERS = ("admin", "head", "manager")
+CLIENTS_VIEW, CLIENTS_EDIT, CLIENTS_DELETE = (
+    "core.clients.view",
+    "core.clients.edit",
+    "core.clients.delete",
+)
+DEALS_VIEW, DEALS_EDIT = "core.deals.view", "core.deals.edit"
+TASKS_VIEW, TASKS_EDIT = "core.tasks.view", "core.tasks.edit"
+EXPORT, PIPELINES, USERS, AUDIT = "core.export", "core.pipelines", "core.users", "core.audit"
 
 
 @hookimpl
 def permissions() -> list[Permission]:
     return [
-        Permission("core.admin", _("Administer pipelines, users and settings"), ("admin",)),
-        Permission("core.delete_clients", _("Delete clients"), ("admin", "head")),
+        Permission(CLIENTS_VIEW, _("See clients, their contacts, files and timeline"), ALL_ROLES),
+        Permission(CLIENTS_EDIT, _("Create and change clients, contacts, notes, files"), WRITERS),
+        Permission(CLIENTS_DELETE, _("Delete clients"), ("admin", "head")),
+        Permission(DEALS_VIEW, _("See deals"), ALL_ROLES),
+        Permission(DEALS_EDIT, _("Create, change and move deals"), WRITERS),
+        Permission(TASKS_VIEW, _("See tasks"), ALL_ROLES),
+        Permission(TASKS_EDIT, _("Create, change and complete tasks"), WRITERS),
+        Permission(EXPORT, _("Export lists to CSV or Excel"), ("admin", "head")),
+        Permission(PIPELINES, _("Set up pipelines and stages"), ("admin",)),
+        Permission(USERS, _("Manage users, roles and teams"), ("admin",)),
+        Permission(AUDIT, _("View and export the audit log"), ("admin",)),
+    ]
+
+
+@hookimpl
+def record_types() -> list[RecordType]:
+    return [
+        RecordType(
+            "client",
+            _("Clients"),
+            hideable_fields=(
+                ("client.phones", _("Client phones")),
+                ("client.emails", _("Client e-mails")),
+                ("client.inn", _("INN and KPP")),
+                ("client.address", _("Address")),
+            ),
+        ),
+        RecordType("deal", _("Deals"), hideable_fields=(("deal.amount", _("Deal amounts")),)),
+        RecordType("task", _("Tasks")),
     ]
 
 

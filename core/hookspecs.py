@@ -165,7 +165,9 @@ def permissions() -> list[Any]:
     Returns:
         ``core.hooktypes.Permission`` objects with a code prefixed by the plugin name,
         a label, and the default roles that get it (``admin``, ``head``, ``manager``,
-        ``readonly``).
+        ``readonly``). A new permission is granted once to its default roles; after
+        that the administrator's choice on the roles page stands. Routes require one
+        with ``opt=core.access.needs("telephony.listen_recordings")``.
 
     Example::
 
@@ -173,6 +175,27 @@ def permissions() -> list[Any]:
         def permissions():
             return [Permission("telephony.listen_recordings",
                                _("Listen to call recordings"), ("admin", "head"))]
+    """
+
+
+@hookspec
+def record_types() -> list[Any]:
+    """Kinds of records whose visibility each role limits (own, team or all).
+
+    The scope itself reaches a plugin through ``core.access.current()``: filter
+    a query with ``current().owner_filter("telephony.call", Call.user)`` and check
+    one record with ``current().sees_owner(...)``, so the rules are the core's.
+
+    Returns:
+        ``core.hooktypes.RecordType`` objects: a code prefixed by the plugin name, a
+        label, the fields an admin may hide from a role, and optional default scopes.
+
+    Example::
+
+        @hookimpl
+        def record_types():
+            return [RecordType("telephony.call", _("Calls"),
+                               hideable_fields=(("telephony.call.recording", _("Recordings")),))]
     """
 
 

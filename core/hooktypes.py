@@ -22,6 +22,24 @@ class Permission:
 
 
 @dataclass(frozen=True)
+class RecordType:
+    """A kind of record whose visibility a role limits to own / team / all.
+
+    Plugins register the records they attach to a client (calls, e-mails...) so an
+    admin sets their scope per role, and can hide their sensitive fields.
+    """
+
+    code: str
+    """``"client"``, ``"deal"``, ``"task"`` or prefixed by the plugin: ``"telephony.call"``."""
+    label: str
+    hideable_fields: tuple[tuple[str, str], ...] = ()
+    """``(field code, label)`` pairs an admin may hide from a role: ``("deal.amount", ...)``."""
+    default_scopes: dict[str, str] = field(default_factory=dict)
+    """Scope per built-in role where it differs from admin/readonly all, head team,
+    manager own."""
+
+
+@dataclass(frozen=True)
 class MenuItem:
     label: str
     href: str

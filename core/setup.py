@@ -8,11 +8,12 @@ from core.tables import User
 
 
 async def first_run() -> list[str]:
-    """Create the first admin (password printed once) and the default pipeline."""
+    """Roles, the first admin (password printed once) and the default pipeline."""
     from core.services.deals import ensure_default_pipeline
+    from core.services.roles import sync_roles
 
     bind_tables()
-    log: list[str] = []
+    log: list[str] = await sync_roles()
     if not await User.exists():
         password = users.generate_password()
         await users.create_user("admin", "Administrator", password, role="admin")

@@ -13,6 +13,7 @@ from piccolo.columns import (
     Boolean,
     Date,
     ForeignKey,
+    Integer,
     Serial,
     SmallInt,
     Text,
@@ -23,6 +24,36 @@ from piccolo.columns.base import OnDelete
 from piccolo.table import Table
 
 
+class Role(Table, tablename="core_role"):
+    """A role's rules, kept in one row so a request loads them with one query.
+
+    ``permissions``: granted permission codes. ``scopes``: record type -> own/team/all.
+    ``hidden_fields``: field codes this role may not see. ``seen``: permission codes
+    and record types already offered to this role, so a permission an admin took
+    away is not granted again by the plugin's defaults on the next start.
+    """
+
+    id: Serial
+    code = Varchar(length=32, unique=True)
+    name = Varchar(length=100)
+    builtin = Boolean(default=False)
+    permissions = JSON(default="[]")
+    scopes = JSON(default="{}")
+    hidden_fields = JSON(default="[]")
+    seen = JSON(default="[]")
+    totp_required = Boolean(default=False)
+    export_max_rows = Integer(null=True, default=None)
+    export_daily_rows = Integer(null=True, default=None)
+    updated_at = Timestamptz()
+
+
+class Team(Table, tablename="core_team"):
+    """A sales team; users whose role has the "team" scope see their team's records."""
+
+    id: Serial
+    name = Varchar(length=128, unique=True)
+
+
 class User(Table, tablename="core_user"):
     id: Serial
     username = Varchar(length=64, unique=True)
@@ -30,8 +61,11 @@ class User(Table, tablename="core_user"):
     email = Varchar(length=254, default="")
     password_hash = Varchar(length=255)
     role = Varchar(length=32, default="manager")
+    team = ForeignKey(references=Team, on_delete=OnDelete.set_null, null=True, index=True)
     locale = Varchar(length=8, default="")
     active = Boolean(default=True)
+    must_change_password = Boolean(default=False)
+    totp_secret = Varchar(length=64, default="", secret=True)
     created_at = Timestamptz()
 
 
@@ -41,6 +75,8 @@ class Session(Table, tablename="core_session"):
     user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
     created_at = Timestamptz()
     expires_at = Timestamptz()
+    mfa_pending = Boolean(default=False)
+    """Password accepted, second factor (or its enrolment) still to come."""
 
 
 class ApiToken(Table, tablename="core_api_token"):
@@ -175,6 +211,26 @@ class Attachment(Table, tablename="core_attachment"):
     deleted_at = Timestamptz(null=True, default=None)
 
 
+class AuditEntry(Table, tablename="core_audit"):
+    """Append-only: nothing in the UI or API updates or deletes these rows.
+
+    ``actor_id`` is a plain integer, not a foreign key, so no user change can
+    cascade into the log. ``changes`` maps a field to ``[before, after]``.
+    """
+
+    id: Serial
+    occurred_at = Timestamptz()
+    actor_id = Integer(null=True, default=None)
+    actor_name = Varchar(length=200, default="")
+    action = Varchar(length=64)
+    object_type = Varchar(length=64, default="")
+    object_id = Varchar(length=64, default="")
+    summary = Varchar(length=1000, default="")
+    changes = JSON(default="{}")
+    ip = Varchar(length=45, default="")
+    flagged = Boolean(default=False)
+
+
 class Notification(Table, tablename="core_notification"):
     id: Serial
     user = ForeignKey(references=User, on_delete=OnDelete.cascade)
@@ -186,6 +242,8 @@ class Notification(Table, tablename="core_notification"):
 
 
 CORE_TABLES: list[type[Table]] = [
+    Role,
+    Team,
     User,
     Session,
     ApiToken,
@@ -200,4 +258,5 @@ CORE_TABLES: list[type[Table]] = [
     TimelineEntry,
     Attachment,
     Notification,
+    AuditEntry,
 ]

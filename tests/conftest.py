@@ -52,9 +52,11 @@ async def migrated(runtime: Any) -> AsyncIterator[None]:
 @pytest.fixture
 async def db(migrated: None) -> AsyncIterator[None]:
     """A clean database for each test (tables emptied, schema kept)."""
+    from core.services.roles import sync_roles
     from tests.support import truncate_all
 
     await truncate_all()
+    await sync_roles()
     yield
 
 

@@ -124,12 +124,35 @@ def test_hook_scheduled_jobs(runtime: Any) -> None:
     assert {"sample.tick", "core.task_reminders"} <= names
 
 
-async def test_hook_permissions(runtime: Any) -> None:
-    from core.permissions import has_permission, registered
+async def test_hook_permissions(db: None, runtime: Any) -> None:
+    from core import access
+    from core.services import roles
 
-    assert registered()["sample.admin"].label == "Administer the sample"
-    assert has_permission({"role": "head"}, "sample.admin")
-    assert not has_permission({"role": "manager"}, "sample.admin")
+    assert access.registered_permissions()["sample.admin"].label == "Administer the sample"
+    head = await access.for_user({"id": 1, "role": "head"})
+    manager = await access.for_user({"id": 2, "role": "manager"})
+    assert head.can("sample.admin") and not manager.can("sample.admin")
+    # An admin's decision outlives the plugin's defaults: revoke, re-sync, still revoked.
+    role = await roles.get_role("head")
+    form = {
+        "name": role["name"],
+        "permissions": [p for p in role["permissions"] if p != "sample.admin"],
+    }
+    form.update({f"scope:{code}": scope for code, scope in role["scopes"].items()})
+    await roles.update_role("head", form)
+    await roles.sync_roles()
+    assert not (await access.for_user({"id": 1, "role": "head"})).can("sample.admin")
+
+
+async def test_hook_record_types(db: None, runtime: Any) -> None:
+    from core import access
+
+    sample = access.registered_record_types()["sample.mark"]
+    assert ("sample.mark.label", "Mark labels") in sample.hideable_fields
+    head = await access.for_user({"id": 1, "role": "head"})
+    manager = await access.for_user({"id": 2, "role": "manager"})
+    assert head.scope("sample.mark") == "all", "the plugin's default scope for head"
+    assert head.scope("client") == "team" and manager.scope("sample.mark") == "own"
 
 
 async def test_hook_dashboard_widgets(as_manager: Any) -> None:

@@ -11,11 +11,11 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from core.i18n import _
+from core.services import roles
 from core.services.common import NotFound, utcnow, write
 from core.tables import Session, User
 from core.validation import Form, ValidationError, choice, text
 
-ROLES = ("admin", "head", "manager", "readonly")
 SESSION_LIFETIME = timedelta(days=14)
 _hasher = PasswordHasher()
 # Verifying against a dummy hash keeps the timing of "no such user" and "wrong password" alike.
@@ -41,7 +41,7 @@ async def create_user(
     form = Form({"username": username, "full_name": full_name, "role": role, "password": password})
     form.field("username", text(64, required=True))
     form.field("full_name", text(200, required=True))
-    form.field("role", choice(ROLES))
+    form.field("role", choice(await roles.role_codes()))
     if len(password) < 8:
         form.error("password", _("At least %(n)s characters.", n=8))
     if not form.errors and await User.exists().where(User.username == form.cleaned["username"]):

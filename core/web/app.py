@@ -21,12 +21,13 @@ from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from core import __version__, events, i18n
+from core.access import ANY_USER
 from core.db import bind_tables, get_engine
 from core.runtime import Runtime, get_runtime, set_runtime
 from core.services.common import NotFound
 from core.validation import ValidationError
 from core.web import controllers
-from core.web.auth import auth_middleware, require_login, require_writer
+from core.web.auth import auth_middleware, require_access
 from core.web.templating import page_context, static_dirs, template_config
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,16 @@ def _plugin_routers(runtime: Runtime) -> list[Router]:
     return routers
 
 
+async def _offer_new_permissions() -> None:
+    """A plugin enabled since the last start brings permissions its default roles get."""
+    from core.services.roles import sync_roles
+
+    try:
+        await sync_roles()
+    except Exception:  # another process syncing at the same moment; its result is ours
+        log.warning("role sync skipped", exc_info=True)
+
+
 def create_app(
     runtime: Runtime | None = None, run_jobs: bool = False, db_pool: bool = False
 ) -> Litestar:
@@ -132,6 +143,7 @@ def create_app(
 
     async def on_startup() -> None:
         bind_tables()
+        await _offer_new_permissions()
         i18n.load_catalogs(settings.languages, locale_dirs)
         events.set_dispatcher(dispatch)
         if db_pool:
@@ -163,7 +175,7 @@ def create_app(
                 path="/static", directories=static_dirs(runtime), opt={"public": True}
             ),
         ],
-        guards=[require_login, require_writer],
+        guards=[require_access],
         middleware=[auth_middleware],
         plugins=[HTMXPlugin()],
         template_config=template_config(runtime),
@@ -182,6 +194,8 @@ def create_app(
             version=__version__,
             path="/api/schema",
             render_plugins=[SwaggerRenderPlugin()],
+            # The schema is documentation for API users: any logged-in user may read it.
+            openapi_router=Router(path="/api/schema", route_handlers=[], opt=dict(ANY_USER)),
         ),
         exception_handlers={
             NotFound: _not_found,

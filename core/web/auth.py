@@ -1,8 +1,11 @@
-"""Who is calling: session cookie (browser) or bearer token (JSON API).
+"""Who is calling (session cookie or bearer token) and whether they may call this route.
 
-A raw ASGI middleware sets ``scope["user"]`` (a dict, or None) and the request's
-locale before any handler runs; the `require_login` guard turns "no user" into 401,
-which the exception handlers render as a redirect to /login for pages.
+A raw ASGI middleware sets ``scope["user"]`` (a dict, or None), ``scope["access"]``
+(`core.access.Access`, also the context variable services read), the locale and
+the caller's address before any handler runs. The one guard, `require_access`,
+reads what the route declares in ``opt``: `core.access.PUBLIC`, `ANY_USER`, or
+``needs(permission)``. A route that declares nothing is refused to everyone, so a
+forgotten declaration fails closed.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from core import access
 from core.i18n import current_locale, current_timezone
 from core.runtime import get_runtime
-from core.services import users
+from core.services import audit, users
 from core.services.common import utcnow
 from core.tables import ApiToken, User
 
@@ -76,12 +80,16 @@ def auth_middleware(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         user = await identify(scope)
+        user_access = await access.for_user(user)
         scope["user"] = user  # type: ignore[typeddict-unknown-key]
+        scope["access"] = user_access  # type: ignore[typeddict-unknown-key]
         settings = get_runtime().settings
         locale_token = current_locale.set((user or {}).get("locale") or settings.default_locale)
         tz_token = current_timezone.set(settings.timezone)
+        address = (scope.get("client") or ("",))[0] or ""
         try:
-            await app(scope, receive, send)
+            with access.acting_as(user_access), audit.from_address(address):
+                await app(scope, receive, send)
         finally:
             current_locale.reset(locale_token)
             current_timezone.reset(tz_token)
@@ -89,28 +97,16 @@ def auth_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def require_login(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    if handler.opt.get("public"):
+def require_access(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    opt = handler.opt
+    if opt.get("public"):
         return
     if connection.scope.get("user") is None:
         raise NotAuthorizedException("login required")
-
-
-def require_role(*roles: str) -> Any:
-    def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
-        user = connection.scope.get("user")
-        if not user or user["role"] not in roles:
-            raise PermissionDeniedException("not allowed for your role")
-
-    return guard
-
-
-def require_writer(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Read-only users may look but not change anything."""
-    user = connection.scope.get("user")
-    if (
-        connection.scope.get("method") not in ("GET", "HEAD", "OPTIONS")
-        and user
-        and user["role"] == "readonly"
-    ):
-        raise PermissionDeniedException("read-only account")
+    if opt.get("any_user"):
+        return
+    permission = opt.get("permission")
+    if not permission:
+        raise PermissionDeniedException("this page declares no permission")
+    if not connection.scope["access"].can(permission):  # type: ignore[typeddict-item]
+        raise PermissionDeniedException(f"needs the {permission} permission")

@@ -13,13 +13,21 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
-from litestar.exceptions import PermissionDeniedException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Redirect, Template
 from msgspec import UNSET, UnsetType
 
-from core.permissions import has_permission
+from core.access import ANY_USER, needs
+from core.default_hooks import (
+    CLIENTS_DELETE,
+    CLIENTS_EDIT,
+    CLIENTS_VIEW,
+    DEALS_EDIT,
+    DEALS_VIEW,
+    TASKS_EDIT,
+    TASKS_VIEW,
+)
 from core.services import api_tokens, clients, deals, tasks
 from core.services.clients import ClientQuery
 from core.services.common import NotFound
@@ -178,7 +186,7 @@ class ClientApi(Controller):
     path = "/api/v1/clients"
     tags = ["clients"]
 
-    @get("/", summary="List clients (keyset pages)")
+    @get("/", opt=needs(CLIENTS_VIEW), summary="List clients (keyset pages)")
     async def list_clients(
         self,
         q: FromQuery[str] = "",
@@ -201,7 +209,7 @@ class ClientApi(Controller):
         rows, next_cursor = await clients.list_clients(query)
         return ClientPage(items=[_out(ClientListItem, r) for r in rows], next_cursor=next_cursor)
 
-    @post("/", responses=_INVALID, summary="Create a client")
+    @post("/", opt=needs(CLIENTS_EDIT), responses=_INVALID, summary="Create a client")
     async def create_client(self, request: Request, data: JSONBody[ClientIn]) -> ClientOut:
         values = msgspec.structs.asdict(data)
         if values["responsible"] is None:
@@ -209,11 +217,16 @@ class ClientApi(Controller):
         client_id = await clients.create_client(values, _actor(request))
         return await _client_out(client_id)
 
-    @get("/{client_id:int}", summary="One client")
+    @get("/{client_id:int}", opt=needs(CLIENTS_VIEW), summary="One client")
     async def get_client(self, client_id: FromPath[int]) -> ClientOut:
         return await _client_out(client_id)
 
-    @put("/{client_id:int}", responses=_INVALID, summary="Replace a client's details")
+    @put(
+        "/{client_id:int}",
+        opt=needs(CLIENTS_EDIT),
+        responses=_INVALID,
+        summary="Replace a client's details",
+    )
     async def replace_client(
         self, request: Request, client_id: FromPath[int], data: JSONBody[ClientIn]
     ) -> ClientOut:
@@ -224,7 +237,12 @@ class ClientApi(Controller):
         await clients.update_client(client_id, values, _actor(request))
         return await _client_out(client_id)
 
-    @patch("/{client_id:int}", responses=_INVALID, summary="Change some of a client's details")
+    @patch(
+        "/{client_id:int}",
+        opt=needs(CLIENTS_EDIT),
+        responses=_INVALID,
+        summary="Change some of a client's details",
+    )
     async def patch_client(
         self, request: Request, client_id: FromPath[int], data: JSONBody[ClientPatch]
     ) -> ClientOut:
@@ -234,28 +252,38 @@ class ClientApi(Controller):
         await clients.update_client(client_id, values, _actor(request))
         return await _client_out(client_id)
 
-    @delete("/{client_id:int}", summary="Delete a client (soft)")
+    @delete("/{client_id:int}", opt=needs(CLIENTS_DELETE), summary="Delete a client (soft)")
     async def delete_client(self, request: Request, client_id: FromPath[int]) -> None:
-        if not has_permission(current_user(request), "core.delete_clients"):
-            raise PermissionDeniedException(
-                "deleting clients needs the core.delete_clients permission"
-            )
         await clients.delete_client(client_id, _actor(request))
 
     # contacts
 
-    @get("/{client_id:int}/contacts", summary="A client's contacts", tags=["contacts"])
+    @get(
+        "/{client_id:int}/contacts",
+        opt=needs(CLIENTS_VIEW),
+        summary="A client's contacts",
+        tags=["contacts"],
+    )
     async def list_contacts(self, client_id: FromPath[int]) -> list[ContactOut]:
         await clients.get_client(client_id)
         return [_out(ContactOut, c) for c in await clients.list_contacts(client_id)]
 
-    @get("/{client_id:int}/contacts/{contact_id:int}", summary="One contact", tags=["contacts"])
+    @get(
+        "/{client_id:int}/contacts/{contact_id:int}",
+        opt=needs(CLIENTS_VIEW),
+        summary="One contact",
+        tags=["contacts"],
+    )
     async def get_contact(self, client_id: FromPath[int], contact_id: FromPath[int]) -> ContactOut:
         await clients.get_client(client_id)
         return await _contact_out(client_id, contact_id)
 
     @post(
-        "/{client_id:int}/contacts", responses=_INVALID, summary="Add a contact", tags=["contacts"]
+        "/{client_id:int}/contacts",
+        opt=needs(CLIENTS_EDIT),
+        responses=_INVALID,
+        summary="Add a contact",
+        tags=["contacts"],
     )
     async def create_contact(
         self, request: Request, client_id: FromPath[int], data: JSONBody[ContactIn]
@@ -267,6 +295,7 @@ class ClientApi(Controller):
 
     @put(
         "/{client_id:int}/contacts/{contact_id:int}",
+        opt=needs(CLIENTS_EDIT),
         responses=_INVALID,
         summary="Replace a contact",
         tags=["contacts"],
@@ -285,6 +314,7 @@ class ClientApi(Controller):
 
     @delete(
         "/{client_id:int}/contacts/{contact_id:int}",
+        opt=needs(CLIENTS_EDIT),
         summary="Remove a contact",
         tags=["contacts"],
     )
@@ -381,7 +411,7 @@ class DealApi(Controller):
     path = "/api/v1/deals"
     tags = ["deals"]
 
-    @get("/", summary="List deals, newest first (keyset pages)")
+    @get("/", opt=needs(DEALS_VIEW), summary="List deals, newest first (keyset pages)")
     async def list_deals(
         self,
         q: FromQuery[str] = "",
@@ -406,17 +436,22 @@ class DealApi(Controller):
         rows, next_cursor = await deals.list_deals(query)
         return DealPage(items=[_out(DealListItem, r) for r in rows], next_cursor=next_cursor)
 
-    @post("/", responses=_INVALID, summary="Create a deal")
+    @post("/", opt=needs(DEALS_EDIT), responses=_INVALID, summary="Create a deal")
     async def create_deal(self, request: Request, data: JSONBody[DealIn]) -> DealOut:
         values = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
         deal_id = await deals.create_deal(values, _actor(request))
         return _out(DealOut, await deals.get_deal(deal_id))
 
-    @get("/{deal_id:int}", summary="One deal")
+    @get("/{deal_id:int}", opt=needs(DEALS_VIEW), summary="One deal")
     async def get_deal(self, deal_id: FromPath[int]) -> DealOut:
         return _out(DealOut, await deals.get_deal(deal_id))
 
-    @patch("/{deal_id:int}", responses=_INVALID, summary="Change some of a deal's details")
+    @patch(
+        "/{deal_id:int}",
+        opt=needs(DEALS_EDIT),
+        responses=_INVALID,
+        summary="Change some of a deal's details",
+    )
     async def patch_deal(
         self, request: Request, deal_id: FromPath[int], data: JSONBody[DealPatch]
     ) -> DealOut:
@@ -437,6 +472,7 @@ class DealApi(Controller):
 
     @post(
         "/{deal_id:int}/move",
+        opt=needs(DEALS_EDIT),
         responses=_INVALID,
         status_code=200,
         summary="Move a deal to another stage",
@@ -502,21 +538,30 @@ class TaskApi(Controller):
     path = "/api/v1/tasks"
     tags = ["tasks"]
 
-    @get("/", summary="The caller's tasks of one view: today, overdue, upcoming or done")
+    @get(
+        "/",
+        opt=needs(TASKS_VIEW),
+        summary="The caller's tasks of one view: today, overdue, upcoming or done",
+    )
     async def list_tasks(self, request: Request, view: FromQuery[str] = "today") -> TaskList:
         rows = await tasks.my_tasks(_actor(request), view=view)
         return TaskList(items=[_out(TaskOut, r) for r in rows])
 
-    @post("/", responses=_INVALID, summary="Create a task")
+    @post("/", opt=needs(TASKS_EDIT), responses=_INVALID, summary="Create a task")
     async def create_task(self, request: Request, data: JSONBody[TaskIn]) -> TaskOut:
         task_id = await tasks.create_task(msgspec.structs.asdict(data), _actor(request))
         return _out(TaskOut, await tasks.get_task(task_id))
 
-    @get("/{task_id:int}", summary="One task")
+    @get("/{task_id:int}", opt=needs(TASKS_VIEW), summary="One task")
     async def get_task(self, task_id: FromPath[int]) -> TaskOut:
         return _out(TaskOut, await tasks.get_task(task_id))
 
-    @patch("/{task_id:int}", responses=_INVALID, summary="Change some of a task's details")
+    @patch(
+        "/{task_id:int}",
+        opt=needs(TASKS_EDIT),
+        responses=_INVALID,
+        summary="Change some of a task's details",
+    )
     async def patch_task(
         self, request: Request, task_id: FromPath[int], data: JSONBody[TaskPatch]
     ) -> TaskOut:
@@ -529,12 +574,22 @@ class TaskApi(Controller):
         await tasks.update_task(task_id, values, _actor(request))
         return _out(TaskOut, await tasks.get_task(task_id))
 
-    @post("/{task_id:int}/complete", status_code=200, summary="Mark a task done")
+    @post(
+        "/{task_id:int}/complete",
+        opt=needs(TASKS_EDIT),
+        status_code=200,
+        summary="Mark a task done",
+    )
     async def complete_task(self, request: Request, task_id: FromPath[int]) -> TaskOut:
         await tasks.complete_task(task_id, _actor(request))
         return _out(TaskOut, await tasks.get_task(task_id))
 
-    @post("/{task_id:int}/reopen", status_code=200, summary="Reopen a done task")
+    @post(
+        "/{task_id:int}/reopen",
+        opt=needs(TASKS_EDIT),
+        status_code=200,
+        summary="Reopen a done task",
+    )
     async def reopen_task(self, request: Request, task_id: FromPath[int]) -> TaskOut:
         await tasks.reopen_task(task_id, _actor(request))
         return _out(TaskOut, await tasks.get_task(task_id))
@@ -556,12 +611,12 @@ async def _tokens_page(request: Request, status_code: int = 200, **extra: Any) -
     )
 
 
-@get("/profile/tokens", include_in_schema=False)
+@get("/profile/tokens", opt=ANY_USER, include_in_schema=False)
 async def profile_tokens(request: Request) -> Template:
     return await _tokens_page(request)
 
 
-@post("/profile/tokens", status_code=200, include_in_schema=False)
+@post("/profile/tokens", opt=ANY_USER, status_code=200, include_in_schema=False)
 async def profile_token_create(request: Request) -> Template:
     data = await form_data(request)
     name = str(data.get("name", ""))
@@ -574,7 +629,9 @@ async def profile_token_create(request: Request) -> Template:
     return response
 
 
-@post("/profile/tokens/{token_id:int}/revoke", status_code=200, include_in_schema=False)
+@post(
+    "/profile/tokens/{token_id:int}/revoke", opt=ANY_USER, status_code=200, include_in_schema=False
+)
 async def profile_token_revoke(request: Request, token_id: FromPath[int]) -> Response[Any]:
     await api_tokens.revoke(_actor(request), token_id)
     if request.headers.get("hx-request"):

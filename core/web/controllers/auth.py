@@ -8,6 +8,7 @@ from litestar import Request, Response, get, post
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
+from core.access import ANY_USER, PUBLIC
 from core.i18n import _
 from core.runtime import get_runtime
 from core.services import users
@@ -21,12 +22,12 @@ def _safe_next(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") else "/"
 
 
-@get("/login", opt={"public": True})
+@get("/login", opt=PUBLIC)
 async def login_page(request: Request, next: FromQuery[str] = "/") -> Template:
     return render(request, "core/login.html", next=_safe_next(next), error=None, username="")
 
 
-@post("/login", opt={"public": True}, status_code=200)
+@post("/login", opt=PUBLIC, status_code=200)
 async def login(request: Request) -> Response[Any]:
     data = await form_data(request)
     username, password = str(data.get("username", "")), str(data.get("password", ""))
@@ -54,7 +55,7 @@ async def login(request: Request) -> Response[Any]:
     return response
 
 
-@post("/logout", status_code=303)
+@post("/logout", opt=ANY_USER, status_code=303)
 async def logout(request: Request) -> Response[Any]:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
@@ -64,7 +65,7 @@ async def logout(request: Request) -> Response[Any]:
     return response
 
 
-@post("/language", status_code=200)
+@post("/language", opt=ANY_USER, status_code=200)
 async def set_language(request: Request) -> Response[Any]:
     data = await form_data(request)
     await users.set_locale(

@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.response import Redirect, Template
 
-from core.permissions import has_permission
+from core import access
 from core.runtime import get_runtime
 from core.web.templating import page_context
 
@@ -18,7 +18,8 @@ def current_user(request: Request) -> dict[str, Any]:
 
 def menu_for(user: dict[str, Any]) -> list[Any]:
     items = get_runtime().plugins.collect("menu_items", user=user)
-    visible = [i for i in items if i.permission is None or has_permission(user, i.permission)]
+    can = access.current().can
+    visible = [i for i in items if i.permission is None or can(i.permission)]
     return sorted(visible, key=lambda item: item.order)
 
 

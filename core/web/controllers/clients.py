@@ -8,6 +8,8 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
+from core.access import needs
+from core.default_hooks import CLIENTS_DELETE, CLIENTS_EDIT, CLIENTS_VIEW
 from core.runtime import get_runtime
 from core.services import clients, timeline, users
 from core.services.clients import ClientQuery
@@ -44,7 +46,7 @@ async def _form_page(
     )
 
 
-@get("/clients")
+@get("/clients", opt=needs(CLIENTS_VIEW))
 async def client_list(
     request: Request,
     q: FromQuery[str] = "",
@@ -71,13 +73,13 @@ async def client_list(
     )
 
 
-@get("/clients/new")
+@get("/clients/new", opt=needs(CLIENTS_VIEW))
 async def client_new(request: Request) -> Template:
     user = current_user(request)
     return await _form_page(request, {"kind": "company", "responsible": user["id"]})
 
 
-@post("/clients", status_code=200)
+@post("/clients", opt=needs(CLIENTS_EDIT), status_code=200)
 async def client_create(request: Request) -> Response[Any]:
     data = await form_data(request)
     if not data.get("confirm_duplicates"):
@@ -97,7 +99,7 @@ async def client_create(request: Request) -> Response[Any]:
     return redirect(request, f"/clients/{client_id}")
 
 
-@get("/clients/{client_id:int}")
+@get("/clients/{client_id:int}", opt=needs(CLIENTS_VIEW))
 async def client_card(request: Request, client_id: FromPath[int]) -> Template:
     user = current_user(request)
     client = await clients.get_client(client_id)
@@ -132,7 +134,7 @@ async def card_sections(client_id: FromPath[int], user: dict[str, Any]) -> dict[
     }
 
 
-@get("/clients/{client_id:int}/timeline")
+@get("/clients/{client_id:int}/timeline", opt=needs(CLIENTS_VIEW))
 async def client_timeline(
     request: Request, client_id: FromPath[int], cursor: FromQuery[str] = ""
 ) -> Template:
@@ -148,13 +150,13 @@ async def client_timeline(
     )
 
 
-@get("/clients/{client_id:int}/edit")
+@get("/clients/{client_id:int}/edit", opt=needs(CLIENTS_VIEW))
 async def client_edit(request: Request, client_id: FromPath[int]) -> Template:
     client = await clients.get_client(client_id)
     return await _form_page(request, _form_values(client))
 
 
-@post("/clients/{client_id:int}", status_code=200)
+@post("/clients/{client_id:int}", opt=needs(CLIENTS_EDIT), status_code=200)
 async def client_update(request: Request, client_id: FromPath[int]) -> Response[Any]:
     await clients.get_client(client_id)
     data = await form_data(request)
@@ -165,20 +167,13 @@ async def client_update(request: Request, client_id: FromPath[int]) -> Response[
     return redirect(request, f"/clients/{client_id}")
 
 
-@post("/clients/{client_id:int}/delete", status_code=200)
+@post("/clients/{client_id:int}/delete", opt=needs(CLIENTS_DELETE), status_code=200)
 async def client_delete(request: Request, client_id: FromPath[int]) -> Response[Any]:
-    from core.permissions import has_permission
-
-    user = current_user(request)
-    if not has_permission(user, "core.delete_clients"):
-        from litestar.exceptions import PermissionDeniedException
-
-        raise PermissionDeniedException("deleting clients needs the core.delete_clients permission")
-    await clients.delete_client(client_id, user["id"])
+    await clients.delete_client(client_id, current_user(request)["id"])
     return redirect(request, "/clients")
 
 
-@post("/clients/{client_id:int}/notes", status_code=200)
+@post("/clients/{client_id:int}/notes", opt=needs(CLIENTS_EDIT), status_code=200)
 async def note_add(request: Request, client_id: FromPath[int]) -> Template:
     data = await form_data(request)
     errors: dict[str, str] = {}
@@ -214,13 +209,13 @@ async def _contacts_panel(request: Request, client_id: FromPath[int], **extra: A
     )
 
 
-@get("/clients/{client_id:int}/contacts")
+@get("/clients/{client_id:int}/contacts", opt=needs(CLIENTS_VIEW))
 async def contact_panel(request: Request, client_id: FromPath[int]) -> Template:
     await clients.get_client(client_id)
     return await _contacts_panel(request, client_id)
 
 
-@get("/clients/{client_id:int}/contacts/form")
+@get("/clients/{client_id:int}/contacts/form", opt=needs(CLIENTS_VIEW))
 async def contact_form(
     request: Request, client_id: FromPath[int], contact_id: FromQuery[int | None] = None
 ) -> Template:
@@ -238,7 +233,7 @@ async def contact_form(
     return await _contacts_panel(request, client_id, editing=True, values=values, errors={})
 
 
-@post("/clients/{client_id:int}/contacts", status_code=200)
+@post("/clients/{client_id:int}/contacts", opt=needs(CLIENTS_EDIT), status_code=200)
 async def contact_save(request: Request, client_id: FromPath[int]) -> Template:
     data = await form_data(request)
     contact_id = int(data["contact_id"]) if str(data.get("contact_id", "")).isdigit() else None
@@ -251,7 +246,11 @@ async def contact_save(request: Request, client_id: FromPath[int]) -> Template:
     return await _contacts_panel(request, client_id)
 
 
-@post("/clients/{client_id:int}/contacts/{contact_id:int}/delete", status_code=200)
+@post(
+    "/clients/{client_id:int}/contacts/{contact_id:int}/delete",
+    opt=needs(CLIENTS_EDIT),
+    status_code=200,
+)
 async def contact_delete(
     request: Request, client_id: FromPath[int], contact_id: FromPath[int]
 ) -> Template:

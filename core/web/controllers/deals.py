@@ -8,12 +8,13 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
+from core.access import needs
+from core.default_hooks import DEALS_EDIT, DEALS_VIEW, PIPELINES
 from core.services import clients, deals, timeline, users
 from core.services.clients import ClientQuery
 from core.services.common import NotFound
 from core.services.deals import DealQuery
 from core.validation import ValidationError
-from core.web.auth import require_role
 from core.web.controllers.base import current_user, form_data, is_htmx, redirect, render
 from core.web.timeline import timeline_templates
 
@@ -64,7 +65,7 @@ async def _board_page(
     )
 
 
-@get("/deals")
+@get("/deals", opt=needs(DEALS_VIEW))
 async def deal_board(
     request: Request,
     pipeline: FromQuery[int | None] = None,
@@ -74,7 +75,7 @@ async def deal_board(
     return await _board_page(request, pipeline, responsible, fragment=fragment)
 
 
-@post("/deals/{deal_id:int}/move", status_code=200)
+@post("/deals/{deal_id:int}/move", opt=needs(DEALS_EDIT), status_code=200)
 async def deal_move(request: Request, deal_id: FromPath[int]) -> Response[Any]:
     """Drag-and-drop, the "→" button and the card's stage buttons all post here."""
     deal = await deals.get_deal(deal_id)
@@ -121,7 +122,7 @@ async def deal_move(request: Request, deal_id: FromPath[int]) -> Response[Any]:
 # --- list -----------------------------------------------------------------------------
 
 
-@get("/deals/list")
+@get("/deals/list", opt=needs(DEALS_VIEW))
 async def deal_list(
     request: Request,
     q: FromQuery[str] = "",
@@ -187,7 +188,7 @@ async def _form_page(
     )
 
 
-@get("/deals/new")
+@get("/deals/new", opt=needs(DEALS_VIEW))
 async def deal_new(
     request: Request, client: FromQuery[int | None] = None, pipeline: FromQuery[int | None] = None
 ) -> Template:
@@ -204,7 +205,7 @@ async def deal_new(
     )
 
 
-@post("/deals", status_code=200)
+@post("/deals", opt=needs(DEALS_EDIT), status_code=200)
 async def deal_create(request: Request) -> Response[Any]:
     data = await form_data(request)
     try:
@@ -214,7 +215,7 @@ async def deal_create(request: Request) -> Response[Any]:
     return redirect(request, f"/deals/{deal_id}")
 
 
-@get("/deals/{deal_id:int}/edit")
+@get("/deals/{deal_id:int}/edit", opt=needs(DEALS_VIEW))
 async def deal_edit(request: Request, deal_id: FromPath[int]) -> Template:
     deal = await deals.get_deal(deal_id)
     values = {
@@ -225,7 +226,7 @@ async def deal_edit(request: Request, deal_id: FromPath[int]) -> Template:
     return await _form_page(request, values)
 
 
-@post("/deals/{deal_id:int}/edit", status_code=200)
+@post("/deals/{deal_id:int}/edit", opt=needs(DEALS_EDIT), status_code=200)
 async def deal_update(request: Request, deal_id: FromPath[int]) -> Response[Any]:
     deal = await deals.get_deal(deal_id)
     data = await form_data(request)
@@ -237,7 +238,7 @@ async def deal_update(request: Request, deal_id: FromPath[int]) -> Response[Any]
     return redirect(request, f"/deals/{deal_id}")
 
 
-@post("/deals/{deal_id:int}/delete", status_code=200)
+@post("/deals/{deal_id:int}/delete", opt=needs(DEALS_EDIT), status_code=200)
 async def deal_delete(request: Request, deal_id: FromPath[int]) -> Response[Any]:
     deal = await deals.get_deal(deal_id)
     await deals.delete_deal(deal_id, current_user(request)["id"])
@@ -267,14 +268,12 @@ async def _card_page(
     return render(request, "core/deals/card.html", status_code=status_code, **context)
 
 
-@get("/deals/{deal_id:int}")
+@get("/deals/{deal_id:int}", opt=needs(DEALS_VIEW))
 async def deal_card(request: Request, deal_id: FromPath[int]) -> Template:
     return await _card_page(request, deal_id)
 
 
 # --- pipeline admin -------------------------------------------------------------------
-
-ADMIN = [require_role("admin")]
 
 
 async def _pipelines_page(
@@ -303,12 +302,12 @@ async def _admin_action(request: Request, scope: str, action: Any) -> Response[A
     return await _pipelines_page(request)
 
 
-@get("/admin/pipelines", guards=ADMIN)
+@get("/admin/pipelines", opt=needs(PIPELINES))
 async def pipelines_admin(request: Request) -> Template:
     return await _pipelines_page(request)
 
 
-@post("/admin/pipelines", guards=ADMIN, status_code=200)
+@post("/admin/pipelines", opt=needs(PIPELINES), status_code=200)
 async def pipeline_create(request: Request) -> Response[Any]:
     data = await form_data(request)
 
@@ -318,7 +317,7 @@ async def pipeline_create(request: Request) -> Response[Any]:
     return await _admin_action(request, "new-pipeline", action)
 
 
-@post("/admin/pipelines/{pipeline_id:int}/rename", guards=ADMIN, status_code=200)
+@post("/admin/pipelines/{pipeline_id:int}/rename", opt=needs(PIPELINES), status_code=200)
 async def pipeline_rename(request: Request, pipeline_id: FromPath[int]) -> Response[Any]:
     data = await form_data(request)
 
@@ -328,7 +327,7 @@ async def pipeline_rename(request: Request, pipeline_id: FromPath[int]) -> Respo
     return await _admin_action(request, f"pipeline-{pipeline_id}", action)
 
 
-@post("/admin/pipelines/{pipeline_id:int}/stages", guards=ADMIN, status_code=200)
+@post("/admin/pipelines/{pipeline_id:int}/stages", opt=needs(PIPELINES), status_code=200)
 async def stage_add(request: Request, pipeline_id: FromPath[int]) -> Response[Any]:
     data = await form_data(request)
 
@@ -340,7 +339,7 @@ async def stage_add(request: Request, pipeline_id: FromPath[int]) -> Response[An
     return await _admin_action(request, f"new-stage-{pipeline_id}", action)
 
 
-@post("/admin/pipelines/{pipeline_id:int}/reorder", guards=ADMIN, status_code=200)
+@post("/admin/pipelines/{pipeline_id:int}/reorder", opt=needs(PIPELINES), status_code=200)
 async def stages_reorder(request: Request, pipeline_id: FromPath[int]) -> Response[Any]:
     data = await form_data(request)
     order = data.get("stage", [])
@@ -352,7 +351,7 @@ async def stages_reorder(request: Request, pipeline_id: FromPath[int]) -> Respon
     return await _admin_action(request, f"pipeline-{pipeline_id}", action)
 
 
-@post("/admin/stages/{stage_id:int}/rename", guards=ADMIN, status_code=200)
+@post("/admin/stages/{stage_id:int}/rename", opt=needs(PIPELINES), status_code=200)
 async def stage_rename(request: Request, stage_id: FromPath[int]) -> Response[Any]:
     data = await form_data(request)
 
@@ -362,7 +361,7 @@ async def stage_rename(request: Request, stage_id: FromPath[int]) -> Response[An
     return await _admin_action(request, f"stage-{stage_id}", action)
 
 
-@post("/admin/stages/{stage_id:int}/move", guards=ADMIN, status_code=200)
+@post("/admin/stages/{stage_id:int}/move", opt=needs(PIPELINES), status_code=200)
 async def stage_move(request: Request, stage_id: FromPath[int]) -> Response[Any]:
     data = await form_data(request)
     direction = -1 if data.get("direction") == "up" else 1
@@ -373,7 +372,7 @@ async def stage_move(request: Request, stage_id: FromPath[int]) -> Response[Any]
     return await _admin_action(request, f"stage-{stage_id}", action)
 
 
-@post("/admin/stages/{stage_id:int}/delete", guards=ADMIN, status_code=200)
+@post("/admin/stages/{stage_id:int}/delete", opt=needs(PIPELINES), status_code=200)
 async def stage_delete(request: Request, stage_id: FromPath[int]) -> Response[Any]:
     async def action() -> None:
         await deals.delete_stage(stage_id)

@@ -9,6 +9,8 @@ from litestar.datastructures import UploadFile
 from litestar.params import FromPath
 from litestar.response import File, Redirect, Template
 
+from core.access import needs
+from core.default_hooks import CLIENTS_EDIT, CLIENTS_VIEW
 from core.i18n import _
 from core.services import attachments, clients
 from core.services.common import NotFound
@@ -50,7 +52,12 @@ def _deal_id(raw: Any) -> int | None:
     return int(value)
 
 
-@post("/clients/{client_id:int}/files", status_code=200, include_in_schema=False)
+@post(
+    "/clients/{client_id:int}/files",
+    opt=needs(CLIENTS_EDIT),
+    status_code=200,
+    include_in_schema=False,
+)
 async def file_upload(request: Request, client_id: FromPath[int]) -> Response[Any]:
     await clients.get_client(client_id)
     form = await request.form()
@@ -83,7 +90,7 @@ async def file_upload(request: Request, client_id: FromPath[int]) -> Response[An
     return response
 
 
-@get("/files/{attachment_id:int}", include_in_schema=False)
+@get("/files/{attachment_id:int}", opt=needs(CLIENTS_VIEW), include_in_schema=False)
 async def file_download(attachment_id: FromPath[int]) -> File:
     row = await attachments.get(attachment_id)
     path = attachments.path_of(row)
@@ -98,7 +105,12 @@ async def file_download(attachment_id: FromPath[int]) -> File:
     )
 
 
-@post("/files/{attachment_id:int}/delete", status_code=200, include_in_schema=False)
+@post(
+    "/files/{attachment_id:int}/delete",
+    opt=needs(CLIENTS_EDIT),
+    status_code=200,
+    include_in_schema=False,
+)
 async def file_delete(request: Request, attachment_id: FromPath[int]) -> Response[Any]:
     client_id = await attachments.delete(attachment_id, current_user(request)["id"])
     if not _is_htmx(request):

@@ -8,6 +8,7 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath
 from litestar.response import Template
 
+from core.access import ANY_USER
 from core.services import notifications
 from core.web.controllers.base import current_user, render
 from core.web.controllers.clients import redirect
@@ -18,7 +19,7 @@ def _safe_url(url: str) -> str:
     return url if url.startswith("/") and not url.startswith("//") else "/notifications"
 
 
-@get("/notifications")
+@get("/notifications", opt=ANY_USER)
 async def notification_list(request: Request) -> Template:
     user = current_user(request)
     return render(
@@ -29,7 +30,7 @@ async def notification_list(request: Request) -> Template:
     )
 
 
-@get("/notifications/badge", cache=False)
+@get("/notifications/badge", opt=ANY_USER, cache=False)
 async def notification_badge(request: Request) -> Response[str]:
     """Polled by every open page: one COUNT, no template."""
     count = await notifications.unread_count(current_user(request)["id"])
@@ -37,13 +38,13 @@ async def notification_badge(request: Request) -> Response[str]:
     return Response(body, media_type="text/html", headers={"Cache-Control": "no-store"})
 
 
-@post("/notifications/{notification_id:int}/read", status_code=200)
+@post("/notifications/{notification_id:int}/read", opt=ANY_USER, status_code=200)
 async def notification_read(request: Request, notification_id: FromPath[int]) -> Response[Any]:
     row = await notifications.mark_read(current_user(request)["id"], notification_id)
     return redirect(request, _safe_url(row["url"] or ""))
 
 
-@post("/notifications/read-all", status_code=200)
+@post("/notifications/read-all", opt=ANY_USER, status_code=200)
 async def notification_read_all(request: Request) -> Response[Any]:
     await notifications.mark_all_read(current_user(request)["id"])
     return redirect(request, "/notifications")

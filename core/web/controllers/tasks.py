@@ -9,6 +9,8 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
+from core.access import needs
+from core.default_hooks import TASKS_EDIT, TASKS_VIEW
 from core.services import dashboard, tasks, users
 from core.services.common import utcnow
 from core.validation import ValidationError
@@ -50,7 +52,7 @@ def _back_url(client_id: Any) -> str:
     return f"/clients/{client}" if client else "/tasks"
 
 
-@get("/tasks")
+@get("/tasks", opt=needs(TASKS_VIEW))
 async def task_list(request: Request, view: FromQuery[str] = "today") -> Template:
     user = current_user(request)
     view = view if view in tasks.VIEWS else "today"
@@ -66,7 +68,7 @@ async def task_list(request: Request, view: FromQuery[str] = "today") -> Templat
     )
 
 
-@get("/tasks/new")
+@get("/tasks/new", opt=needs(TASKS_VIEW))
 async def task_new(
     request: Request, client: FromQuery[int | None] = None, deal: FromQuery[int | None] = None
 ) -> Template:
@@ -80,7 +82,7 @@ async def task_new(
     return await _form_page(request, values)
 
 
-@post("/tasks", status_code=200)
+@post("/tasks", opt=needs(TASKS_EDIT), status_code=200)
 async def task_create(request: Request) -> Response[Any]:
     data = await form_data(request)
     try:
@@ -91,7 +93,7 @@ async def task_create(request: Request) -> Response[Any]:
     return redirect(request, _back_url(task["client"]))
 
 
-@get("/tasks/{task_id:int}")
+@get("/tasks/{task_id:int}", opt=needs(TASKS_VIEW))
 async def task_page(request: Request, task_id: FromPath[int]) -> Template:
     return render(
         request,
@@ -101,7 +103,7 @@ async def task_page(request: Request, task_id: FromPath[int]) -> Template:
     )
 
 
-@get("/tasks/{task_id:int}/edit")
+@get("/tasks/{task_id:int}/edit", opt=needs(TASKS_VIEW))
 async def task_edit(request: Request, task_id: FromPath[int]) -> Template:
     task = await tasks.get_task(task_id)
     values = {
@@ -113,7 +115,7 @@ async def task_edit(request: Request, task_id: FromPath[int]) -> Template:
     return await _form_page(request, values)
 
 
-@post("/tasks/{task_id:int}/edit", status_code=200)
+@post("/tasks/{task_id:int}/edit", opt=needs(TASKS_EDIT), status_code=200)
 async def task_update(request: Request, task_id: FromPath[int]) -> Response[Any]:
     await tasks.get_task(task_id)
     data = await form_data(request)
@@ -146,7 +148,7 @@ async def _after_change(request: Request, task_id: int, panel: str) -> Response[
     return redirect(request, f"/tasks/{task_id}")
 
 
-@post("/tasks/{task_id:int}/complete", status_code=200)
+@post("/tasks/{task_id:int}/complete", opt=needs(TASKS_EDIT), status_code=200)
 async def task_complete(
     request: Request, task_id: FromPath[int], panel: FromQuery[str] = ""
 ) -> Response[Any]:
@@ -154,7 +156,7 @@ async def task_complete(
     return await _after_change(request, task_id, panel)
 
 
-@post("/tasks/{task_id:int}/reopen", status_code=200)
+@post("/tasks/{task_id:int}/reopen", opt=needs(TASKS_EDIT), status_code=200)
 async def task_reopen(
     request: Request, task_id: FromPath[int], panel: FromQuery[str] = ""
 ) -> Response[Any]:

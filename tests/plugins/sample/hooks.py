@@ -9,6 +9,8 @@ from typing import Any
 from litestar import Request, get, post
 from litestar.response import Template
 
+from core import access
+from core.access import PUBLIC, needs
 from core.hookspecs import hookimpl
 from core.hooktypes import (
     BackupItem,
@@ -19,6 +21,7 @@ from core.hooktypes import (
     MenuItem,
     MetricScope,
     Permission,
+    RecordType,
     ScheduledJob,
     TimelineKind,
 )
@@ -27,19 +30,29 @@ RECEIVED_EVENTS: list[Any] = []
 SPECIAL_PHONE = "+74950000000"
 
 
-@get("/hello")
+@get("/hello", opt=needs("core.clients.view"))
 async def hello(request: Request) -> Template:
     return Template("sample/hello.html", context={"user": request.scope["user"]})
 
 
-@post("/hook", opt={"public": True, "exclude_from_csrf": True}, status_code=200)
+@post("/hook", opt={**PUBLIC, "exclude_from_csrf": True}, status_code=200)
 async def public_hook() -> dict[str, bool]:
     return {"ok": True}
 
 
-@get("/clients/{client_id:int}/tab")
+@get("/clients/{client_id:int}/tab", opt=needs("core.clients.view"))
 async def client_tab(client_id: int) -> str:
-    return f"sample tab of {client_id}"
+    """Shows how a plugin tab respects visibility without re-implementing it."""
+    from core.services.clients import get_client
+    from tests.plugins.sample.tables import SampleMark
+
+    await get_client(client_id)  # 404 unless the current user may see the client
+    query = SampleMark.select(SampleMark.label).where(SampleMark.client == client_id)
+    visible = access.current().client_filter("sample.mark", SampleMark.client)
+    if visible is not None:
+        query = query.where(visible)
+    labels = [row["label"] for row in await query.order_by(SampleMark.label)]
+    return f"sample tab of {client_id}" + "".join(f"; {label}" for label in labels)
 
 
 @hookimpl
@@ -104,6 +117,18 @@ def scheduled_jobs() -> list[ScheduledJob]:
 @hookimpl
 def permissions() -> list[Permission]:
     return [Permission("sample.admin", "Administer the sample", ("admin", "head"))]
+
+
+@hookimpl
+def record_types() -> list[RecordType]:
+    return [
+        RecordType(
+            "sample.mark",
+            "Sample marks",
+            hideable_fields=(("sample.mark.label", "Mark labels"),),
+            default_scopes={"head": "all"},
+        )
+    ]
 
 
 @hookimpl

@@ -11,7 +11,7 @@ from litestar import Request
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 
-from core import i18n
+from core import access, i18n
 from core.runtime import Runtime
 from core.settings import PROJECT_ROOT
 from core.validation import format_phone
@@ -76,5 +76,9 @@ def template_config(runtime: Runtime) -> TemplateConfig:
 
 
 def page_context(request: Request) -> dict[str, Any]:
-    """What base.html needs: the user and their menu."""
-    return {"user": request.scope.get("user"), "request_path": request.url.path}
+    """What every page needs: the user, what they may do and see (``access``), the path."""
+    return {
+        "user": request.scope.get("user"),
+        "access": request.scope.get("access") or access.ANONYMOUS,
+        "request_path": request.url.path,
+    }

@@ -7,15 +7,30 @@ from typing import Any
 
 def all_handlers() -> list[Any]:
     from core.web.controllers import (
+        admin,
         api,
+        audit_log,
         auth,
         clients,
         dashboard,
         deals,
+        exports,
         files,
         notifications,
         tasks,
     )
 
-    modules = [auth, dashboard, clients, deals, tasks, files, notifications, api]
+    modules = [
+        auth,
+        dashboard,
+        clients,
+        deals,
+        tasks,
+        files,
+        notifications,
+        api,
+        admin,
+        audit_log,
+        exports,
+    ]
     return [handler for module in modules for handler in module.HANDLERS]

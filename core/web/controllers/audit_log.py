@@ -1,0 +1,7 @@
+"""The audit log browser and its export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+HANDLERS: list[Any] = []

@@ -60,6 +60,13 @@ class Settings:
     port: int
     web_workers: int
     debug: bool
+    secure_cookies: bool
+    """Mark cookies Secure even when the app sees plain HTTP (behind a TLS proxy)."""
+    login_failures_per_account: int
+    login_failures_per_address: int
+    login_lockout_minutes: int
+    anomaly_cards_per_hour: int
+    """Client cards viewed plus rows exported in an hour that raise an alert."""
     settings_file: Path
     file_values: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -102,6 +109,20 @@ _SPEC: list[tuple[str, str, Any]] = [
     ("port", "KARTOTEKA_PORT", 8000),
     ("web_workers", "KARTOTEKA_WEB_WORKERS", 1),
     ("debug", "KARTOTEKA_DEBUG", False),
+    ("secure_cookies", "KARTOTEKA_SECURE_COOKIES", False),
+    ("login_failures_per_account", "KARTOTEKA_LOGIN_FAILURES_PER_ACCOUNT", 5),
+    ("login_failures_per_address", "KARTOTEKA_LOGIN_FAILURES_PER_ADDRESS", 20),
+    ("login_lockout_minutes", "KARTOTEKA_LOGIN_LOCKOUT_MINUTES", 15),
+    ("anomaly_cards_per_hour", "KARTOTEKA_ANOMALY_CARDS_PER_HOUR", 300),
+]
+_NUMBERS = [
+    "max_upload_mb",
+    "port",
+    "web_workers",
+    "login_failures_per_account",
+    "login_failures_per_address",
+    "login_lockout_minutes",
+    "anomaly_cards_per_hour",
 ]
 SETTING_NAMES = [name for name, _, _ in _SPEC]
 
@@ -162,14 +183,12 @@ def load_settings() -> Settings:
     broker_url = values["broker_url"] or ""
     if broker_url and not broker_url.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
         raise SettingsError("BROKER_URL must be a redis:// or amqp:// URL (or empty)")
-    try:
-        max_upload_mb, port, web_workers = (
-            int(values["max_upload_mb"]),
-            int(values["port"]),
-            int(values["web_workers"]),
-        )
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"max_upload_mb, port and web_workers must be numbers: {exc}") from exc
+    numbers: dict[str, int] = {}
+    for name in _NUMBERS:
+        try:
+            numbers[name] = int(values[name])
+        except (TypeError, ValueError):
+            raise SettingsError(f"{name} must be a whole number, not {values[name]!r}") from None
     languages = _as_list(values["languages"])
     if values["default_locale"] not in languages:
         raise SettingsError(f"default_locale {values['default_locale']!r} is not in {languages}")
@@ -186,11 +205,10 @@ def load_settings() -> Settings:
         default_region=str(values["default_region"]).upper(),
         default_currency=str(values["default_currency"]).upper(),
         timezone=str(values["timezone"]),
-        max_upload_mb=max_upload_mb,
         host=str(values["host"]),
-        port=port,
-        web_workers=web_workers,
         debug=_as_bool(values["debug"]),
+        secure_cookies=_as_bool(values["secure_cookies"]),
+        **numbers,
         settings_file=path,
         file_values=file_values,
     )

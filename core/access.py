@@ -131,9 +131,18 @@ class Access:
             return False
         return field_code in self.role.get("hidden_fields", ())
 
-    @property
-    def role_code(self) -> str:
-        return str(self.user["role"]) if self.user else ""
+    def redact(self, row: dict[str, Any], fields: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+        """Blank (None) the values of hidden fields; ``fields`` maps a field code to row keys.
+
+        None rather than an empty value, so templates and API clients can tell
+        "hidden from you" from "empty".
+        """
+        for code, keys in fields.items():
+            if self.hides(code):
+                for key in keys:
+                    if key in row:
+                        row[key] = None
+        return row
 
 
 SYSTEM = Access(user=None, system=True)

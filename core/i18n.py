@@ -117,7 +117,13 @@ def format_number(value: int | float | Decimal) -> str:
     return numbers.format_decimal(value, locale=_locale())
 
 
-def format_money(amount_minor: int, currency: str) -> str:
+HIDDEN_VALUE = "•••"
+"""Shown in place of a value the user's role may not see."""
+
+
+def format_money(amount_minor: int | None, currency: str) -> str:
+    if amount_minor is None:
+        return HIDDEN_VALUE
     amount = Decimal(amount_minor) / 100
     return numbers.format_currency(amount, currency, locale=_locale())
 

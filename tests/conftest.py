@@ -28,6 +28,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_DATA_DIR, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> None:
+    """Production argon2 costs ~0.1 s a hash by design; tests create hundreds of users."""
+    from argon2 import PasswordHasher
+
+    from core.services import users
+
+    users._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
 @pytest.fixture(scope="session")
 def runtime() -> Iterator[Any]:
     from core.runtime import build_runtime, set_runtime

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from core.i18n import _
 from core.runtime import get_runtime
-from core.services import clients, timeline
+from core.services import audit, clients, timeline
 from core.services.common import NotFound, as_utc, utcnow, write
 from core.tables import Attachment, Deal
 from core.validation import ValidationError
@@ -177,6 +177,9 @@ async def store(
                 actor_id,
                 deal_id=deal_id,
             )
+            await audit.record(
+                "file.create", "client", client_id, name, {"attachment": [None, attachment_id]}
+            )
     except BaseException:
         final_path.unlink(missing_ok=True)
         raise
@@ -197,6 +200,7 @@ def _fix(row: dict[str, Any]) -> dict[str, Any]:
 
 async def for_client(client_id: int, deal_id: int | None = None) -> list[dict[str, Any]]:
     """The client's files (or one deal's), newest first, with the uploader's name."""
+    await clients.ensure_visible(client_id)
     query = Attachment.select(*_columns()).where(
         (Attachment.client == client_id) & Attachment.deleted_at.is_null()
     )
@@ -214,6 +218,7 @@ async def get(attachment_id: int) -> dict[str, Any]:
     )
     if row is None:
         raise NotFound(attachment_id)
+    await clients.ensure_visible(row["client"])  # a file is as visible as its client
     return _fix(row)
 
 
@@ -230,6 +235,13 @@ async def delete(attachment_id: int, actor_id: int | None) -> int:
             {"filename": row["filename"], "attachment_id": attachment_id},
             actor_id,
             deal_id=row["deal"],
+        )
+        await audit.record(
+            "file.delete",
+            "client",
+            row["client"],
+            row["filename"],
+            {"attachment": [attachment_id, None]},
         )
     return int(row["client"])
 

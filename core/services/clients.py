@@ -11,10 +11,10 @@ from typing import Any
 
 from piccolo.columns.combination import WhereRaw
 
-from core import events
+from core import access, events
 from core.i18n import _
 from core.runtime import get_runtime
-from core.services import timeline
+from core.services import audit, timeline
 from core.services.common import NotFound, as_utc, utcnow, write
 from core.tables import Client, ClientTag, Contact, ContactPoint, User
 from core.validation import (
@@ -31,6 +31,13 @@ from core.validation import (
 )
 
 KINDS = ("company", "person")
+HIDEABLE = {
+    "client.phones": ("phones", "phone"),
+    "client.emails": ("emails", "email"),
+    "client.inn": ("inn", "kpp"),
+    "client.address": ("address",),
+}
+"""Field codes an admin may hide from a role, and the row keys each one blanks."""
 SORTS = ("name", "activity", "created")
 PAGE_SIZE = 50
 _LEGAL_FORMS = re.compile(
@@ -105,9 +112,17 @@ async def find_duplicates(
     ids.discard(exclude_id)  # type: ignore[arg-type]
     if not ids:
         return []
-    return await Client.select(Client.id, Client.name, Client.inn).where(
+    rows = await Client.select(Client.id, Client.name, Client.inn, Client.responsible).where(
         Client.id.is_in(sorted(ids)) & Client.deleted_at.is_null()
     )
+    me = access.current()
+    for row in rows:
+        if not me.sees_owner("client", row["responsible"]):
+            # The warning still matters, but a client the user may not see stays anonymous.
+            row.update(id=None, name=None, inn=None)
+        else:
+            me.redact(row, HIDEABLE)
+    return rows
 
 
 async def _replace_points(client_id: int, phone_list: list[str], email_list: list[str]) -> None:
@@ -129,8 +144,32 @@ async def _replace_tags(client_id: int, tag_list: list[str]) -> None:
         await ClientTag.insert(*[ClientTag(client=client_id, tag=tag) for tag in tag_list])
 
 
+def _without_hidden(data: dict[str, Any]) -> dict[str, Any]:
+    """What a role may not see it may not set either: hidden fields start empty."""
+    me = access.current()
+    return {
+        k: v
+        for k, v in data.items()
+        if not any(me.hides(code) and k in keys for code, keys in HIDEABLE.items())
+    }
+
+
+def _with_hidden_kept(data: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """Editing a client must not wipe the fields the editor cannot see."""
+    kept = dict(data)
+    me = access.current()
+    for code, keys in HIDEABLE.items():
+        if me.hides(code):
+            kept.update({key: before[key] for key in keys if key in before})
+    return kept
+
+
+def _audit_values(client: ClientInput) -> dict[str, Any]:
+    return {**client.values, "phones": client.phones, "emails": client.emails, "tags": client.tags}
+
+
 async def create_client(data: dict[str, Any], actor_id: int | None) -> int:
-    client = await validate_client(data)
+    client = await validate_client(_without_hidden(data))
     now = utcnow()
     async with write():
         rows = await Client.insert(
@@ -149,20 +188,22 @@ async def create_client(data: dict[str, Any], actor_id: int | None) -> int:
         await timeline.add_entry(
             client_id, "client.created", {"name": client.values["name"]}, actor_id
         )
+        await audit.record(
+            "client.create",
+            "client",
+            client_id,
+            client.values["name"],
+            audit.diff({}, {k: v for k, v in _audit_values(client).items() if v not in ("", [])}),
+        )
         events.emit(events.ClientCreated(client_id=client_id, actor_id=actor_id))
     return client_id
 
 
 async def update_client(client_id: int, data: dict[str, Any], actor_id: int | None) -> None:
-    before = await get_client(client_id)
-    client = await validate_client(data)
-    changed = [key for key, value in client.values.items() if before.get(key) != value]
-    if before["phones"] != client.phones:
-        changed.append("phones")
-    if before["emails"] != client.emails:
-        changed.append("emails")
-    if before["tags"] != client.tags:
-        changed.append("tags")
+    before = await _visible_client(client_id)
+    client = await validate_client(_with_hidden_kept(data, before))
+    changes = audit.diff(before, _audit_values(client))
+    changed = list(changes)
     if not changed:
         return
     async with write():
@@ -176,6 +217,7 @@ async def update_client(client_id: int, data: dict[str, Any], actor_id: int | No
         await _replace_points(client_id, client.phones, client.emails)
         await _replace_tags(client_id, client.tags)
         await timeline.add_entry(client_id, "client.updated", {"fields": changed}, actor_id)
+        await audit.record("client.update", "client", client_id, client.values["name"], changes)
         events.emit(
             events.ClientUpdated(client_id=client_id, changed=tuple(changed), actor_id=actor_id)
         )
@@ -183,13 +225,37 @@ async def update_client(client_id: int, data: dict[str, Any], actor_id: int | No
 
 async def delete_client(client_id: int, actor_id: int | None) -> None:
     """Soft delete: the card disappears, the data stays restorable by an admin."""
-    await get_client(client_id)
+    client = await get_client(client_id)
     async with write():
         await Client.update({Client.deleted_at: utcnow()}).where(Client.id == client_id)
+        await audit.record("client.delete", "client", client_id, client["name"])
         events.emit(events.ClientDeleted(client_id=client_id, actor_id=actor_id))
 
 
 async def get_client(client_id: int) -> dict[str, Any]:
+    """The client as the current user may see it; NotFound if they may not (no id leaks)."""
+    return access.current().redact(await _visible_client(client_id), HIDEABLE)
+
+
+async def _visible_client(client_id: int) -> dict[str, Any]:
+    row = await _load_client(client_id)
+    if not access.current().sees_owner("client", row["responsible"]):
+        raise NotFound(client_id)
+    return row
+
+
+async def ensure_visible(client_id: int) -> None:
+    """NotFound unless the client exists and the current user may see it (one small query)."""
+    row = (
+        await Client.select(Client.responsible)
+        .where((Client.id == client_id) & Client.deleted_at.is_null())
+        .first()
+    )
+    if row is None or not access.current().sees_owner("client", row["responsible"]):
+        raise NotFound(client_id)
+
+
+async def _load_client(client_id: int) -> dict[str, Any]:
     row = (
         await Client.select(
             *Client.all_columns(),
@@ -309,6 +375,9 @@ async def list_clients(query: ClientQuery) -> tuple[list[dict[str, Any]], str | 
         Client.created_at,
         Client.responsible.full_name.as_alias("responsible_name"),
     ).where(Client.deleted_at.is_null())
+    visible = access.current().owner_filter("client", Client.responsible)
+    if visible is not None:
+        select = select.where(visible)
     if query.search.strip():
         select = select.where(_search_condition(query.search))
     if query.responsible:
@@ -334,6 +403,9 @@ async def list_clients(query: ClientQuery) -> tuple[list[dict[str, Any]], str | 
     rows = await select.order_by(column, Client.id, ascending=ascending).limit(query.size + 1)
     page_rows = rows[: query.size]
     await _attach_primary_points(page_rows)
+    me = access.current()
+    for row in page_rows:
+        me.redact(row, HIDEABLE)
     next_cursor = None
     if len(rows) > query.size:
         last = page_rows[-1]
@@ -424,11 +496,23 @@ async def validate_contact(data: dict[str, Any]) -> tuple[dict[str, Any], list[s
     return values, form.cleaned["phones"], form.cleaned["emails"]
 
 
+_CONTACT_HIDEABLE = {"client.phones": ("phones",), "client.emails": ("emails",)}
+
+
 async def save_contact(
     client_id: int, data: dict[str, Any], actor_id: int | None, contact_id: int | None = None
 ) -> int:
-    await get_client(client_id)
+    await ensure_visible(client_id)
+    me = access.current()
+    before: dict[str, Any] = {}
+    if contact_id is not None:
+        before = await _get_contact(client_id, contact_id)
+        before.update(await _contact_points(contact_id))
+    hidden = {key for code, keys in _CONTACT_HIDEABLE.items() if me.hides(code) for key in keys}
+    data = {k: v for k, v in data.items() if k not in hidden}
+    data.update({key: before.get(key, []) for key in hidden})
     values, phone_list, email_list = await validate_contact(data)
+    changes = audit.diff(before, {**values, "phones": phone_list, "emails": email_list})
     async with write():
         if contact_id is None:
             rows = await Contact.insert(
@@ -449,13 +533,28 @@ async def save_contact(
         ]
         if points:
             await ContactPoint.insert(*points)
+        action = "contact.create" if not before else "contact.update"
+        await audit.record(action, "contact", contact_id, values["name"], changes)
         events.emit(
             events.ClientUpdated(client_id=client_id, changed=("contacts",), actor_id=actor_id)
         )
     return contact_id
 
 
+async def _contact_points(contact_id: int) -> dict[str, list[str]]:
+    points = (
+        await ContactPoint.select(ContactPoint.kind, ContactPoint.value)
+        .where(ContactPoint.contact == contact_id)
+        .order_by(ContactPoint.position)
+    )
+    return {
+        "phones": [p["value"] for p in points if p["kind"] == "phone"],
+        "emails": [p["value"] for p in points if p["kind"] == "email"],
+    }
+
+
 async def _get_contact(client_id: int, contact_id: int) -> dict[str, Any]:
+    await ensure_visible(client_id)
     row = (
         await Contact.select()
         .where(
@@ -476,9 +575,11 @@ async def delete_contact(client_id: int, contact_id: int, actor_id: int | None) 
         await Contact.update({Contact.deleted_at: utcnow()}).where(Contact.id == contact_id)
         await ContactPoint.delete().where(ContactPoint.contact == contact_id)
         await timeline.add_entry(client_id, "contact.removed", {"name": contact["name"]}, actor_id)
+        await audit.record("contact.delete", "contact", contact_id, contact["name"])
 
 
 async def list_contacts(client_id: int) -> list[dict[str, Any]]:
+    await ensure_visible(client_id)
     contacts = (
         await Contact.select()
         .where((Contact.client == client_id) & Contact.deleted_at.is_null())
@@ -495,17 +596,26 @@ async def list_contacts(client_id: int) -> list[dict[str, Any]]:
         mine = [p for p in points if p["contact"] == contact["id"]]
         contact["phones"] = [p["value"] for p in mine if p["kind"] == "phone"]
         contact["emails"] = [p["value"] for p in mine if p["kind"] == "email"]
+        access.current().redact(contact, _CONTACT_HIDEABLE)
     return contacts
 
 
 async def add_note(
     client_id: int, note: str, actor_id: int | None, deal_id: int | None = None
 ) -> int:
-    await get_client(client_id)
+    await ensure_visible(client_id)
     form = Form({"text": note})
     form.field("text", text(10000, required=True))
     form.raise_if_invalid()
     async with write():
-        return await timeline.add_entry(
+        entry_id = await timeline.add_entry(
             client_id, "note", {"text": form.cleaned["text"]}, actor_id, deal_id=deal_id
         )
+        await audit.record(
+            "note.create",
+            "client",
+            client_id,
+            form.cleaned["text"][:200],
+            {"deal": [None, deal_id]},
+        )
+        return entry_id

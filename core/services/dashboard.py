@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from core import access
 from core.runtime import get_runtime
 from core.services import tasks
 from core.services.common import as_utc, utcnow
@@ -40,9 +41,10 @@ async def open_deals_by_stage(user_id: int) -> list[dict[str, Any]]:
         "ORDER BY p.position, p.id, s.position, s.id, d.currency",
         user_id,
     )
+    amounts_hidden = access.current().hides("deal.amount")
     for row in rows:  # PostgreSQL sums a bigint to a numeric
         row["deals"] = int(row["deals"])
-        row["amount_minor"] = int(row["amount_minor"])
+        row["amount_minor"] = None if amounts_hidden else int(row["amount_minor"])
     return rows
 
 

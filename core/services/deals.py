@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from core import events
+from core import access, events
 from core.i18n import _
 from core.runtime import get_runtime
-from core.services import timeline
+from core.services import audit, timeline
 from core.services.common import NotFound, as_utc, utcnow, write
 from core.tables import Client, Deal, Pipeline, Stage, User
 from core.validation import (
@@ -32,6 +32,8 @@ OUTCOMES = ("open", "won", "lost")
 STATUSES = OUTCOMES
 BOARD_CAP = 100
 PAGE_SIZE = 50
+HIDEABLE = {"deal.amount": ("amount_minor",)}
+"""Field codes an admin may hide from a role, and the row keys each one blanks."""
 
 
 # --- pipelines and stages ---------------------------------------------------------------
@@ -282,9 +284,7 @@ async def validate_deal(
     values: dict[str, Any] = {}
     if existing is None:
         client_id = form.field("client", integer(minimum=1))
-        if client_id and not await Client.exists().where(
-            (Client.id == client_id) & Client.deleted_at.is_null()
-        ):
+        if client_id and not await _client_visible(client_id):
             form.error("client", _("Choose an existing client."))
         pipeline_id = form.field("pipeline", integer(minimum=1, required=False))
         stage_id = form.field("stage", integer(minimum=1, required=False))
@@ -321,8 +321,19 @@ async def validate_deal(
     return values
 
 
+async def _client_visible(client_id: int) -> bool:
+    row = (
+        await Client.select(Client.responsible)
+        .where((Client.id == client_id) & Client.deleted_at.is_null())
+        .first()
+    )
+    return row is not None and access.current().sees_owner("client", row["responsible"])
+
+
 async def create_deal(data: dict[str, Any], actor_id: int | None) -> int:
     values = await validate_deal(data, actor_id)
+    if access.current().hides("deal.amount"):
+        values["amount_minor"] = 0  # what a role may not see it may not set either
     now = utcnow()
     async with write():
         stage = await Stage.select(Stage.outcome).where(Stage.id == values["stage"]).first()
@@ -342,6 +353,7 @@ async def create_deal(data: dict[str, Any], actor_id: int | None) -> int:
             actor_id,
             deal_id=deal_id,
         )
+        await audit.record("deal.create", "deal", deal_id, values["title"], audit.diff({}, values))
         events.emit(
             events.DealCreated(deal_id=deal_id, client_id=values["client"], actor_id=actor_id)
         )
@@ -350,9 +362,12 @@ async def create_deal(data: dict[str, Any], actor_id: int | None) -> int:
 
 async def update_deal(deal_id: int, data: dict[str, Any], actor_id: int | None) -> None:
     """Edit title, amount, currency, responsible, expected close; stages move via move_deal."""
-    before = await get_deal(deal_id)
+    before = await _visible_deal(deal_id)
     values = await validate_deal(data, actor_id, existing=before)
-    changed = [key for key, value in values.items() if before.get(key) != value]
+    if access.current().hides("deal.amount"):
+        values["amount_minor"] = before["amount_minor"]  # never wiped by who cannot see it
+    changes = audit.diff(before, values)
+    changed = list(changes)
     if not changed:
         return
     async with write():
@@ -369,6 +384,7 @@ async def update_deal(deal_id: int, data: dict[str, Any], actor_id: int | None) 
             actor_id,
             deal_id=deal_id,
         )
+        await audit.record("deal.update", "deal", deal_id, values["title"], changes)
 
 
 async def delete_deal(deal_id: int, actor_id: int | None) -> None:
@@ -379,6 +395,7 @@ async def delete_deal(deal_id: int, actor_id: int | None) -> None:
         await timeline.add_entry(
             deal["client"], "deal.deleted", {"title": deal["title"]}, actor_id, deal_id=deal_id
         )
+        await audit.record("deal.delete", "deal", deal_id, deal["title"])
 
 
 def _deal_columns() -> list[Any]:
@@ -404,10 +421,25 @@ def _fix_times(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def get_deal(deal_id: int) -> dict[str, Any]:
+    """The deal as the current user may see it; NotFound if they may not (no id leaks)."""
+    return access.current().redact(await _visible_deal(deal_id), HIDEABLE)
+
+
+async def _visible_deal(deal_id: int) -> dict[str, Any]:
     row = await Deal.select(*_deal_columns()).where((Deal.id == deal_id) & _visible()).first()
-    if row is None:
+    if row is None or not access.current().sees_owner("deal", row["responsible"]):
         raise NotFound(deal_id)
     return _fix_times(row)
+
+
+def _scoped(condition: Any) -> Any:
+    visible = access.current().owner_filter("deal", Deal.responsible)
+    return condition if visible is None else condition & visible
+
+
+def _redacted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    me = access.current()
+    return [me.redact(_fix_times(row), HIDEABLE) for row in rows]
 
 
 async def for_client(client_id: int) -> list[dict[str, Any]]:
@@ -423,11 +455,11 @@ async def for_client(client_id: int) -> list[dict[str, Any]]:
             Deal.stage.name.as_alias("stage_name"),
             Deal.stage.outcome.as_alias("stage_outcome"),
         )
-        .where((Deal.client == client_id) & Deal.deleted_at.is_null())
+        .where(_scoped((Deal.client == client_id) & Deal.deleted_at.is_null()))
         .order_by(Deal.id, ascending=False)
     )
     rows.sort(key=lambda r: r["stage_outcome"] != "open")
-    return [_fix_times(r) for r in rows]
+    return _redacted(rows)
 
 
 # --- moving between stages ------------------------------------------------------------
@@ -494,6 +526,13 @@ async def move_deal(
             actor_id,
             deal_id=deal_id,
         )
+        await audit.record(
+            "deal.update",
+            "deal",
+            deal_id,
+            current["title"],
+            {"stage": [source["name"] if source else None, target["name"]]},
+        )
         events.emit(
             events.DealStageChanged(
                 deal_id=deal_id,
@@ -534,7 +573,7 @@ async def board(pipeline_id: int, responsible: int | None = None) -> dict[str, A
     """The kanban of one pipeline: each stage with up to BOARD_CAP deals, the count of the
     rest and the sum of amounts per currency."""
     pipeline = await get_pipeline(pipeline_id)
-    condition = (Deal.pipeline == pipeline_id) & _visible()
+    condition = _scoped((Deal.pipeline == pipeline_id) & _visible())
     if responsible:
         condition = condition & (Deal.responsible == responsible)
     sums: dict[int, dict[str, int]] = {}
@@ -548,6 +587,10 @@ async def board(pipeline_id: int, responsible: int | None = None) -> dict[str, A
     if responsible:
         sql += " AND d.responsible = {}"
         args.append(responsible)
+    owners = access.current().visible_owners("deal")
+    if owners is not None:
+        sql += f" AND d.responsible IN ({', '.join(str(int(o)) for o in sorted(owners)) or '0'})"
+    amounts_hidden = access.current().hides("deal.amount")
     for row in await Deal.raw(sql + " GROUP BY d.stage, d.currency", *args):
         counts[row["stage"]] = counts.get(row["stage"], 0) + int(row["n"])
         sums.setdefault(row["stage"], {})[row["currency"]] = int(row["total"] or 0)
@@ -572,10 +615,10 @@ async def board(pipeline_id: int, responsible: int | None = None) -> dict[str, A
         columns.append(
             {
                 **stage,
-                "deals": deals,
+                "deals": _redacted(deals),
                 "count": count,
                 "more": max(count - len(deals), 0),
-                "totals": sorted(sums.get(stage["id"], {}).items()),
+                "totals": [] if amounts_hidden else sorted(sums.get(stage["id"], {}).items()),
                 "next_stage_id": next_stage_id(pipeline["stages"], stage["id"]),
             }
         )
@@ -610,7 +653,7 @@ async def list_deals(query: DealQuery) -> tuple[list[dict[str, Any]], str | None
         Deal.stage.outcome.as_alias("stage_outcome"),
         Deal.pipeline.name.as_alias("pipeline_name"),
         Deal.responsible.full_name.as_alias("responsible_name"),
-    ).where(_visible())
+    ).where(_scoped(_visible()))
     if query.pipeline:
         select = select.where(Deal.pipeline == query.pipeline)
     if query.stage:
@@ -634,6 +677,6 @@ async def list_deals(query: DealQuery) -> tuple[list[dict[str, Any]], str | None
     if query.cursor.isdigit():
         select = select.where(Deal.id < int(query.cursor))
     rows = await select.order_by(Deal.id, ascending=False).limit(query.size + 1)
-    page_rows = [_fix_times(r) for r in rows[: query.size]]
+    page_rows = _redacted(rows[: query.size])
     next_cursor = str(page_rows[-1]["id"]) if len(rows) > query.size else None
     return page_rows, next_cursor

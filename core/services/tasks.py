@@ -17,10 +17,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from core import events
+from core import access, events
 from core.i18n import _
 from core.runtime import get_runtime
-from core.services import timeline
+from core.services import audit, timeline
 from core.services.common import NotFound, as_utc, utcnow, write
 from core.tables import Client, Deal, Task, User
 from core.validation import FieldError, Form, choice, integer, text
@@ -101,17 +101,22 @@ async def validate_task(data: dict[str, Any], default_assignee: int | None) -> d
             form.error("assignee", _("Choose an active user."))
     client_id = form.field("client", integer(minimum=1, required=False))
     deal_id = form.field("deal", integer(minimum=1, required=False))
-    if client_id is not None and not await Client.exists().where(
-        (Client.id == client_id) & Client.deleted_at.is_null()
-    ):
-        form.error("client", _("This client does not exist."))
+    me = access.current()
+    if client_id is not None:
+        client = (
+            await Client.select(Client.responsible)
+            .where((Client.id == client_id) & Client.deleted_at.is_null())
+            .first()
+        )
+        if client is None or not me.sees_owner("client", client["responsible"]):
+            form.error("client", _("This client does not exist."))
     if deal_id is not None:
         deal = (
-            await Deal.select(Deal.client)
+            await Deal.select(Deal.client, Deal.responsible)
             .where((Deal.id == deal_id) & Deal.deleted_at.is_null())
             .first()
         )
-        if deal is None:
+        if deal is None or not me.sees_owner("deal", deal["responsible"]):
             form.error("deal", _("This deal does not exist."))
         elif client_id is None:
             client_id = deal["client"]
@@ -159,6 +164,7 @@ async def create_task(data: dict[str, Any], actor_id: int | None) -> int:
                 actor_id,
                 deal_id=values["deal"],
             )
+        await audit.record("task.create", "task", task_id, values["title"], audit.diff({}, values))
         events.emit(
             events.TaskCreated(task_id=task_id, assignee_id=values["assignee"], actor_id=actor_id)
         )
@@ -168,11 +174,14 @@ async def create_task(data: dict[str, Any], actor_id: int | None) -> int:
 async def update_task(task_id: int, data: dict[str, Any], actor_id: int | None) -> None:
     before = await get_task(task_id)
     values = await validate_task(data, before["assignee"])
-    changes: dict[Any, Any] = {getattr(Task, key): value for key, value in values.items()}
+    columns: dict[Any, Any] = {getattr(Task, key): value for key, value in values.items()}
     if values["due_at"] != before["due_at"]:
-        changes[Task.reminded_at] = None  # rescheduled: remind again at the new time
+        columns[Task.reminded_at] = None  # rescheduled: remind again at the new time
     async with write():
-        await Task.update(changes).where(Task.id == task_id)
+        await Task.update(columns).where(Task.id == task_id)
+        changes = audit.diff(before, values)
+        if changes:
+            await audit.record("task.update", "task", task_id, values["title"], changes)
 
 
 async def complete_task(task_id: int, actor_id: int | None) -> bool:
@@ -189,6 +198,7 @@ async def complete_task(task_id: int, actor_id: int | None) -> bool:
         )
         if not claimed:
             return False
+        await audit.record("task.complete", "task", task_id, task["title"])
         if task["client"] is not None:
             await timeline.add_entry(
                 task["client"],
@@ -216,6 +226,7 @@ async def reopen_task(task_id: int, actor_id: int | None) -> bool:
         )
         if not reopened:
             return False
+        await audit.record("task.reopen", "task", task_id, task["title"])
         if task["client"] is not None:
             await timeline.add_entry(
                 task["client"],
@@ -245,8 +256,9 @@ def _normalise(row: dict[str, Any], now: datetime | None = None) -> dict[str, An
 
 
 async def get_task(task_id: int) -> dict[str, Any]:
+    """NotFound also when the current user may not see the task (no id leaks)."""
     row = await _select().where(Task.id == task_id).first()
-    if row is None:
+    if row is None or not access.current().sees_owner("task", row["assignee"], row["created_by"]):
         raise NotFound(task_id)
     return _normalise(row)
 
@@ -255,12 +267,18 @@ async def open_for_client(client_id: int) -> list[dict[str, Any]]:
     """Open tasks of a client, soonest due first (the client card's panel)."""
     rows = (
         await _select()
-        .where((Task.client == client_id) & Task.done_at.is_null())
+        .where(_scoped((Task.client == client_id) & Task.done_at.is_null()))
         .order_by(Task.due_at, Task.id)
         .limit(LIMIT)
     )
     now = utcnow()
     return [_normalise(row, now) for row in rows]
+
+
+def _scoped(condition: Any) -> Any:
+    """Tasks are visible to whoever may see their assignee's or their author's records."""
+    visible = access.current().owner_filter("task", Task.assignee, Task.created_by)
+    return condition if visible is None else condition & visible
 
 
 def _view_condition(view: str, user_id: int, now: datetime) -> Any:

@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from core import access
 from core.services.common import as_utc, utcnow
 from core.tables import Client, TimelineEntry
 
@@ -66,6 +67,10 @@ async def page(
     ).where(TimelineEntry.client == client_id)
     if deal_id is not None:
         query = query.where(TimelineEntry.deal == deal_id)
+    me = access.current()
+    deals_visible = me.owner_filter("deal", TimelineEntry.deal.responsible)
+    if deals_visible is not None:  # entries about deals the user may not see stay hidden
+        query = query.where(TimelineEntry.deal.is_null() | deals_visible)
     position = _decode_cursor(cursor) if cursor else None
     if position:
         when, entry_id = position
@@ -81,6 +86,8 @@ async def page(
         row["occurred_at"] = as_utc(row["occurred_at"])
         payload = row["payload"]
         row["payload"] = json.loads(payload) if isinstance(payload, str) else payload or {}
+        if me.hides("deal.amount"):
+            row["payload"].pop("amount_minor", None)
         entries.append(row)
     next_cursor = (
         _encode_cursor(entries[-1]["occurred_at"], entries[-1]["id"]) if len(rows) > size else None

@@ -113,14 +113,18 @@ class ClientOut(msgspec.Struct, kw_only=True):
     kind: str
     name: str
     legal_name: str
-    inn: str
-    kpp: str
-    address: str
+    inn: str | None
+    """Null when your role may not see it."""
+    kpp: str | None
+    """Null when your role may not see it."""
+    address: str | None
+    """Null when your role may not see it."""
     source: str
     notes: str
-    phones: list[str]
-    """E.164."""
-    emails: list[str]
+    phones: list[str] | None
+    """E.164; null when your role may not see phones."""
+    emails: list[str] | None
+    """Null when your role may not see it."""
     tags: list[str]
     responsible: int | None
     responsible_name: str | None
@@ -133,11 +137,13 @@ class ClientListItem(msgspec.Struct, kw_only=True):
     id: int
     kind: str
     name: str
-    inn: str
+    inn: str | None
+    """Null when your role may not see it."""
     source: str
-    phone: str
-    """First phone (E.164) or empty."""
-    email: str
+    phone: str | None
+    """First phone (E.164) or empty; null when your role may not see phones."""
+    email: str | None
+    """Null when your role may not see it."""
     responsible_name: str | None
     created_at: datetime
     last_activity_at: datetime
@@ -170,8 +176,9 @@ class ContactOut(msgspec.Struct, kw_only=True):
     name: str
     position: str
     notes: str
-    phones: list[str]
-    emails: list[str]
+    phones: list[str] | None
+    emails: list[str] | None
+    """Null when your role may not see it."""
     created_at: datetime
 
 
@@ -369,7 +376,8 @@ class DealOut(msgspec.Struct, kw_only=True):
     stage: int
     stage_name: str | None
     stage_outcome: str | None
-    amount_minor: int
+    amount_minor: int | None
+    """Null when your role may not see it."""
     """Minor units (kopecks, cents)."""
     currency: str
     responsible: int | None
@@ -389,7 +397,8 @@ class DealListItem(msgspec.Struct, kw_only=True):
     pipeline_name: str | None
     stage_name: str | None
     stage_outcome: str | None
-    amount_minor: int
+    amount_minor: int | None
+    """Null when your role may not see it."""
     currency: str
     responsible_name: str | None
     expected_close: date | None

@@ -21,9 +21,9 @@ from core.web.timeline import timeline_templates
 def _form_values(client: dict[str, Any]) -> dict[str, Any]:
     return {
         **client,
-        "phones": "\n".join(client.get("phones", [])),
-        "emails": "\n".join(client.get("emails", [])),
-        "tags": ", ".join(client.get("tags", [])),
+        "phones": "\n".join(client.get("phones") or []),
+        "emails": "\n".join(client.get("emails") or []),
+        "tags": ", ".join(client.get("tags") or []),
     }
 
 
@@ -227,8 +227,8 @@ async def contact_form(
         if contact:
             values = {
                 **contact,
-                "phones": "\n".join(contact["phones"]),
-                "emails": "\n".join(contact["emails"]),
+                "phones": "\n".join(contact["phones"] or []),
+                "emails": "\n".join(contact["emails"] or []),
             }
     return await _contacts_panel(request, client_id, editing=True, values=values, errors={})
 

@@ -356,3 +356,17 @@ async def test_changes_are_audited_field_by_field(office: dict[str, Any], client
     changes = entry["changes"]
     changes = json.loads(changes) if isinstance(changes, str) else changes
     assert changes["address"] == ["", "Tverskaya 1"]
+
+
+async def test_head_looks_at_a_team_members_tasks(office: dict[str, Any], client: Any) -> None:
+    ann_id, bob_id = office["people"]["ann"]["id"], office["people"]["bob"]["id"]
+    helen = await _as(client, "helen")
+    page = await helen.get("/tasks", params={"view": "upcoming", "assignee": ann_id})
+    assert page.status_code == 200 and "Task of ann" in page.text
+    assert f'<option value="{bob_id}"' not in page.text, "only visible people are offered"
+    outside = await helen.get("/tasks", params={"assignee": bob_id})
+    assert outside.status_code == 404
+    ann = await _as(client, "ann")
+    assert (
+        await ann.get("/tasks", params={"assignee": office["people"]["helen"]["id"]})
+    ).status_code == 404

@@ -23,6 +23,15 @@ def menu_for(user: dict[str, Any]) -> list[Any]:
     return sorted(visible, key=lambda item: item.order)
 
 
+async def visible_people(record_type: str) -> list[dict[str, Any]]:
+    """Users whose records of this type the current user may see: a list filter's choices."""
+    from core.services import users
+
+    owners = access.current().visible_owners(record_type)
+    people = await users.list_users()
+    return people if owners is None else [p for p in people if p["id"] in owners]
+
+
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Template:
     """A full page (or a fragment: partial templates simply don't extend base.html)."""
     user = request.scope.get("user")

@@ -14,7 +14,14 @@ from core.runtime import get_runtime
 from core.services import clients, timeline, users
 from core.services.clients import ClientQuery
 from core.validation import ValidationError
-from core.web.controllers.base import current_user, form_data, is_htmx, redirect, render
+from core.web.controllers.base import (
+    current_user,
+    form_data,
+    is_htmx,
+    redirect,
+    render,
+    visible_people,
+)
 from core.web.timeline import timeline_templates
 
 
@@ -66,14 +73,14 @@ async def client_list(
     return render(
         request,
         "core/clients/list.html",
-        managers=await users.list_users(),
+        managers=await visible_people("client"),
         tags=await clients.tag_names(),
         sources=await clients.source_names(),
         **context,
     )
 
 
-@get("/clients/new", opt=needs(CLIENTS_VIEW))
+@get("/clients/new", opt=needs(CLIENTS_EDIT))
 async def client_new(request: Request) -> Template:
     user = current_user(request)
     return await _form_page(request, {"kind": "company", "responsible": user["id"]})
@@ -150,7 +157,7 @@ async def client_timeline(
     )
 
 
-@get("/clients/{client_id:int}/edit", opt=needs(CLIENTS_VIEW))
+@get("/clients/{client_id:int}/edit", opt=needs(CLIENTS_EDIT))
 async def client_edit(request: Request, client_id: FromPath[int]) -> Template:
     client = await clients.get_client(client_id)
     return await _form_page(request, _form_values(client))
@@ -215,7 +222,7 @@ async def contact_panel(request: Request, client_id: FromPath[int]) -> Template:
     return await _contacts_panel(request, client_id)
 
 
-@get("/clients/{client_id:int}/contacts/form", opt=needs(CLIENTS_VIEW))
+@get("/clients/{client_id:int}/contacts/form", opt=needs(CLIENTS_EDIT))
 async def contact_form(
     request: Request, client_id: FromPath[int], contact_id: FromQuery[int | None] = None
 ) -> Template:

@@ -15,7 +15,14 @@ from core.services.clients import ClientQuery
 from core.services.common import NotFound
 from core.services.deals import DealQuery
 from core.validation import ValidationError
-from core.web.controllers.base import current_user, form_data, is_htmx, redirect, render
+from core.web.controllers.base import (
+    current_user,
+    form_data,
+    is_htmx,
+    redirect,
+    render,
+    visible_people,
+)
 from core.web.timeline import timeline_templates
 
 
@@ -60,7 +67,7 @@ async def _board_page(
         request,
         "core/deals/board.html",
         status_code=status_code,
-        managers=await users.list_users(),
+        managers=await visible_people("deal"),
         **context,
     )
 
@@ -149,7 +156,7 @@ async def deal_list(
     return render(
         request,
         "core/deals/list.html",
-        managers=await users.list_users(),
+        managers=await visible_people("deal"),
         pipelines=await deals.list_pipelines(),
         **context,
     )
@@ -188,7 +195,7 @@ async def _form_page(
     )
 
 
-@get("/deals/new", opt=needs(DEALS_VIEW))
+@get("/deals/new", opt=needs(DEALS_EDIT))
 async def deal_new(
     request: Request, client: FromQuery[int | None] = None, pipeline: FromQuery[int | None] = None
 ) -> Template:
@@ -215,7 +222,7 @@ async def deal_create(request: Request) -> Response[Any]:
     return redirect(request, f"/deals/{deal_id}")
 
 
-@get("/deals/{deal_id:int}/edit", opt=needs(DEALS_VIEW))
+@get("/deals/{deal_id:int}/edit", opt=needs(DEALS_EDIT))
 async def deal_edit(request: Request, deal_id: FromPath[int]) -> Template:
     deal = await deals.get_deal(deal_id)
     values = {

@@ -9,12 +9,20 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
+from core import access
 from core.access import needs
 from core.default_hooks import TASKS_EDIT, TASKS_VIEW
 from core.services import dashboard, tasks, users
-from core.services.common import utcnow
+from core.services.common import NotFound, utcnow
 from core.validation import ValidationError
-from core.web.controllers.base import current_user, form_data, is_htmx, redirect, render
+from core.web.controllers.base import (
+    current_user,
+    form_data,
+    is_htmx,
+    redirect,
+    render,
+    visible_people,
+)
 
 
 def _default_due() -> str:
@@ -53,22 +61,31 @@ def _back_url(client_id: Any) -> str:
 
 
 @get("/tasks", opt=needs(TASKS_VIEW))
-async def task_list(request: Request, view: FromQuery[str] = "today") -> Template:
+async def task_list(
+    request: Request, view: FromQuery[str] = "today", assignee: FromQuery[int | None] = None
+) -> Template:
+    """My tasks; a head (team scope) or a reader (all) may look at a colleague's."""
     user = current_user(request)
+    who = assignee or user["id"]
+    if not access.current().sees_owner("task", who):
+        raise NotFound(who)
     view = view if view in tasks.VIEWS else "today"
     now = utcnow()
+    people = await visible_people("task")
     return render(
         request,
         "core/tasks/list.html",
         view=view,
-        rows=await tasks.my_tasks(user["id"], view, now),
-        counts=await tasks.counts(user["id"], now),
+        assignee=who,
+        people=people if len(people) > 1 else [],
+        rows=await tasks.my_tasks(who, view, now),
+        counts=await tasks.counts(who, now),
         limit=tasks.LIMIT,
         priorities=tasks.priority_labels(),
     )
 
 
-@get("/tasks/new", opt=needs(TASKS_VIEW))
+@get("/tasks/new", opt=needs(TASKS_EDIT))
 async def task_new(
     request: Request, client: FromQuery[int | None] = None, deal: FromQuery[int | None] = None
 ) -> Template:
@@ -103,7 +120,7 @@ async def task_page(request: Request, task_id: FromPath[int]) -> Template:
     )
 
 
-@get("/tasks/{task_id:int}/edit", opt=needs(TASKS_VIEW))
+@get("/tasks/{task_id:int}/edit", opt=needs(TASKS_EDIT))
 async def task_edit(request: Request, task_id: FromPath[int]) -> Template:
     task = await tasks.get_task(task_id)
     values = {

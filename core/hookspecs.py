@@ -41,14 +41,16 @@ def route_handlers() -> list[Any]:
 
     Returns:
         Litestar route handlers or controllers. The core mounts them under
-        ``/p/<plugin name>/``, behind login and CSRF protection. A handler that must be
+        ``/p/<plugin name>/``, behind login and CSRF protection. Every handler says who
+        may call it in ``opt``: ``needs("telephony.view_calls")`` (a permission),
+        ``ANY_USER`` (any logged-in user) or ``PUBLIC`` (from ``core.access``); a
+        handler that says nothing is refused to everyone. A handler that must be
         reachable without a session (a PBX web hook) sets
-        ``opt={"public": True, "exclude_from_csrf": True}`` and authenticates the
-        caller itself.
+        ``opt={**PUBLIC, "exclude_from_csrf": True}`` and authenticates the caller itself.
 
     Example::
 
-        @get("/journal")
+        @get("/journal", opt=needs("telephony.view_calls"))
         async def journal(request: Request) -> Template:
             return Template("telephony/journal.html", context={...})
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Request, get, post
+from litestar.params import FromPath
 from litestar.response import Template
 
 from core import access
@@ -41,7 +42,7 @@ async def public_hook() -> dict[str, bool]:
 
 
 @get("/clients/{client_id:int}/tab", opt=needs("core.clients.view"))
-async def client_tab(client_id: int) -> str:
+async def client_tab(client_id: FromPath[int]) -> str:
     """Shows how a plugin tab respects visibility without re-implementing it."""
     from core.services.clients import get_client
     from tests.plugins.sample.tables import SampleMark

@@ -370,3 +370,21 @@ async def test_head_looks_at_a_team_members_tasks(office: dict[str, Any], client
     assert (
         await ann.get("/tasks", params={"assignee": office["people"]["helen"]["id"]})
     ).status_code == 404
+
+
+async def test_saving_a_role_keeps_rules_of_a_disabled_plugin(db: None) -> None:
+    from core.services import roles
+    from core.tables import Role
+
+    await Role.update(
+        {
+            Role.permissions: ["core.clients.view", "gone.plugin_perm"],
+            Role.scopes: {"client": "own", "gone.thing": "all"},
+            Role.hidden_fields: ["gone.thing.secret"],
+        }
+    ).where(Role.code == "manager")
+    await roles.update_role("manager", {"name": "Manager", "permissions": ["core.deals.view"]})
+    role = await roles.get_role("manager")
+    assert role["permissions"] == ["core.deals.view", "gone.plugin_perm"]
+    assert role["scopes"]["gone.thing"] == "all" and role["scopes"]["client"] == "own"
+    assert role["hidden_fields"] == ["gone.thing.secret"]

@@ -128,6 +128,23 @@ def _validate_rules(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _keep_unregistered(before: dict[str, Any], rules: dict[str, Any]) -> dict[str, Any]:
+    """Rules of a plugin disabled for now are not on the form; they must survive a save,
+    so the role is as it was when the plugin comes back."""
+    permissions = access.registered_permissions()
+    record_types = access.registered_record_types()
+    hideable = {f for r in record_types.values() for f, _label in r.hideable_fields}
+    kept = [p for p in before["permissions"] if p not in permissions]
+    rules["permissions"] = sorted({*rules["permissions"], *kept})
+    rules["scopes"] = {
+        **{k: v for k, v in before["scopes"].items() if k not in record_types},
+        **rules["scopes"],
+    }
+    hidden_kept = [f for f in before["hidden_fields"] if f not in hideable]
+    rules["hidden_fields"] = sorted({*rules["hidden_fields"], *hidden_kept})
+    return rules
+
+
 async def create_role(code: str, data: dict[str, Any]) -> str:
     code = code.strip().lower()
     if not _CODE.match(code):
@@ -148,7 +165,7 @@ async def create_role(code: str, data: dict[str, Any]) -> str:
 
 async def update_role(code: str, data: dict[str, Any]) -> None:
     before = await get_role(code)
-    rules = _validate_rules(data)
+    rules = _keep_unregistered(before, _validate_rules(data))
     changes = audit.diff(before, rules)
     if not changes:
         return

@@ -97,6 +97,16 @@ class TaskDue(DomainEvent):
     assignee_id: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class SecurityAlert(DomainEvent):
+    """A user viewed or exported more client cards in an hour than the install allows."""
+
+    name: ClassVar[str] = "security.alert"
+    user_id: int
+    views: int
+    exported_rows: int
+
+
 Dispatcher = Callable[[DomainEvent], None]
 _dispatcher: Dispatcher | None = None
 _pending: contextvars.ContextVar[list[DomainEvent] | None] = contextvars.ContextVar(

@@ -130,7 +130,9 @@ def domain_event(event: Any) -> None:
         event: a ``core.events.DomainEvent`` subclass instance; ``event.name`` is one
             of ``client.created``, ``client.updated``, ``client.deleted``,
             ``deal.created``, ``deal.stage_changed``, ``deal.won``, ``deal.lost``,
-            ``task.created``, ``task.completed``, ``task.due``.
+            ``task.created``, ``task.completed``, ``task.due``, ``security.alert``
+            (a user viewed or exported more client cards in an hour than allowed:
+            ``user_id``, ``views``, ``exported_rows``).
 
     Runs inside the request or job that caused the event: enqueue a Dramatiq actor
     for anything slow. An exception is logged and does not affect other plugins.

@@ -14,6 +14,8 @@ INDEXES = [
     "CREATE INDEX IF NOT EXISTS core_audit_actor ON core_audit (actor_id, action, occurred_at)",
     "CREATE INDEX IF NOT EXISTS core_audit_action ON core_audit (action, occurred_at)",
     "CREATE INDEX IF NOT EXISTS core_audit_object ON core_audit (object_type, object_id)",
+    # "flagged only": security alerts among millions of ordinary entries
+    "CREATE INDEX IF NOT EXISTS core_audit_flagged ON core_audit (occurred_at, id) WHERE flagged",
     # a manager's own clients sorted by last activity (record-level scope)
     "CREATE INDEX IF NOT EXISTS core_client_resp_activity "
     "ON core_client (responsible, last_activity_at, id)",

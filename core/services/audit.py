@@ -2,19 +2,29 @@
 
 Entries are written inside the same transaction as the change they describe, so
 a change is never committed without its entry. Nothing here updates or deletes.
+
+The same entries feed the anomaly alert: client cards viewed plus rows exported by
+one user in the last hour, counted on the index ``core_audit_actor``
+(actor_id, action, occurred_at).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
-from core import access
-from core.services.common import utcnow
-from core.tables import AuditEntry
+from core import access, events, i18n
+from core.runtime import get_runtime
+from core.services.common import as_utc, utcnow, write
+from core.services.notifications import notify
+from core.tables import AuditEntry, User
 
 client_address: ContextVar[str] = ContextVar("kartoteka_client_address", default="")
 """The caller's IP address, set by the web middleware for the request."""
@@ -79,3 +89,238 @@ async def record(
         )
     ).returning(AuditEntry.id)
     return int(rows[0]["id"])
+
+
+# --- browsing ---------------------------------------------------------------------------
+
+PAGE_SIZE = 50
+PREFIX_MARK = "*"
+"""An action filter ending in it matches a family: ``client.*`` finds client.view, ..."""
+
+
+@dataclass
+class AuditQuery:
+    actor: int | None = None
+    action: str = ""
+    object_type: str = ""
+    object_id: str = ""
+    date_from: date | None = None
+    """First day shown, a day of the install's time zone."""
+    date_to: date | None = None
+    """Last day shown (inclusive)."""
+    flagged: bool = False
+    cursor: str = ""
+    size: int = PAGE_SIZE
+
+
+def day_start(day: date) -> datetime:
+    """Midnight of a day in the install's time zone, as UTC: what "period" filters compare."""
+    zone = ZoneInfo(get_runtime().settings.timezone)
+    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+
+
+def _encode_cursor(occurred_at: datetime, entry_id: int) -> str:
+    raw = json.dumps([as_utc(occurred_at).isoformat(), entry_id])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int] | None:
+    try:
+        when, entry_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(when), int(entry_id)
+    except (ValueError, TypeError):
+        return None
+
+
+def _conditions(query: AuditQuery) -> list[Any]:
+    conditions: list[Any] = []
+    if query.actor is not None:
+        conditions.append(AuditEntry.actor_id == query.actor)
+    if query.action.endswith(PREFIX_MARK):
+        prefix = query.action.removesuffix(PREFIX_MARK)
+        # a range, not LIKE: "_" in action names is no wildcard and the index still applies
+        conditions.append((AuditEntry.action >= prefix) & (AuditEntry.action < prefix + "\uffff"))
+    elif query.action:
+        conditions.append(AuditEntry.action == query.action)
+    if query.object_type:
+        conditions.append(AuditEntry.object_type == query.object_type)
+    if query.object_id:
+        conditions.append(AuditEntry.object_id == query.object_id)
+    if query.date_from:
+        conditions.append(AuditEntry.occurred_at >= day_start(query.date_from))
+    if query.date_to:
+        conditions.append(AuditEntry.occurred_at < day_start(query.date_to + timedelta(days=1)))
+    if query.flagged:
+        conditions.append(AuditEntry.flagged.eq(True))
+    return conditions
+
+
+def _changes(value: Any) -> dict[str, Any]:
+    """The JSON column as a dict (SQLite hands it back as text)."""
+    return json.loads(value) if isinstance(value, str) and value else value or {}
+
+
+def _load(row: dict[str, Any]) -> dict[str, Any]:
+    row["occurred_at"] = as_utc(row["occurred_at"])
+    row["changes"] = _changes(row.get("changes"))
+    return row
+
+
+async def list_entries(query: AuditQuery) -> tuple[list[dict[str, Any]], str | None]:
+    """One page, newest first, keyset-paged on (occurred_at, id) (index core_audit_time)."""
+    select = AuditEntry.select()
+    for condition in _conditions(query):
+        select = select.where(condition)
+    position = _decode_cursor(query.cursor) if query.cursor else None
+    if position:
+        when, last_id = position
+        select = select.where(
+            (AuditEntry.occurred_at < when)
+            | ((AuditEntry.occurred_at == when) & (AuditEntry.id < last_id))
+        )
+    rows = await select.order_by(AuditEntry.occurred_at, AuditEntry.id, ascending=False).limit(
+        query.size + 1
+    )
+    page = [_load(row) for row in rows[: query.size]]
+    next_cursor = None
+    if len(rows) > query.size:
+        next_cursor = _encode_cursor(page[-1]["occurred_at"], page[-1]["id"])
+    return page, next_cursor
+
+
+async def _distinct(column: Literal["action", "object_type"]) -> list[str]:
+    """Distinct values of an indexed column by hopping through the index (a "loose index
+    scan"): one lookup per value instead of reading every row of a log that grows daily."""
+    rows = await AuditEntry.raw(
+        f"""WITH RECURSIVE seen(value) AS (
+            SELECT MIN({column}) FROM core_audit
+            UNION ALL
+            SELECT (SELECT MIN({column}) FROM core_audit WHERE {column} > seen.value)
+            FROM seen WHERE seen.value IS NOT NULL
+        ) SELECT value FROM seen WHERE value IS NOT NULL AND value <> ''"""
+    )
+    return [row["value"] for row in rows]
+
+
+async def actions() -> list[str]:
+    """Every action the log holds, for the filter's select (index core_audit_action)."""
+    return await _distinct("action")
+
+
+async def object_types() -> list[str]:
+    """Every object type the log holds (index core_audit_object)."""
+    return await _distinct("object_type")
+
+
+# --- client-base protection -------------------------------------------------------------
+
+VIEW = "client.view"
+EXPORT = "export"
+ANOMALY = "security.anomaly"
+ANOMALY_WINDOW = timedelta(hours=1)
+
+
+async def exported_rows(user_id: int, since: datetime, *, client_data_only: bool = False) -> int:
+    """Rows the user exported since a moment: the sum over their "export" entries.
+
+    ``client_data_only`` leaves out exports of the audit log itself, which hold no
+    client base (the anomaly alert counts client data; the daily limit counts all).
+    """
+    query = AuditEntry.select(AuditEntry.changes).where(
+        (AuditEntry.actor_id == user_id)
+        & (AuditEntry.action == EXPORT)
+        & (AuditEntry.occurred_at >= since)
+    )
+    if client_data_only:
+        query = query.where(AuditEntry.object_type != "audit")
+    total = 0
+    for row in await query:
+        total += int(_changes(row["changes"]).get("rows") or 0)
+    return total
+
+
+async def record_view(client_id: int) -> None:
+    """Log that the current user opened a client card, then check their pace."""
+    user = access.current().user
+    if user is None:  # jobs and the CLI are not a person browsing the base
+        return
+    async with write():
+        await record(VIEW, "client", client_id)
+    await check_activity(user)
+
+
+async def check_activity(user: dict[str, Any]) -> bool:
+    """Alert the admins once an hour when a user views or exports too many client cards.
+
+    Counts the distinct client cards the user opened in the last hour (reopening one
+    card is not copying the base) plus the rows of their exports in that hour;
+    past ``settings.anomaly_cards_per_hour`` (and unless the user was already
+    reported within the hour) writes a flagged "security.anomaly" entry, notifies
+    every active admin and emits `SecurityAlert`. Returns whether it alerted.
+    """
+    settings = get_runtime().settings
+    user_id = int(user["id"])
+    since = utcnow() - ANOMALY_WINDOW
+    views = await AuditEntry.count(distinct=[AuditEntry.object_id]).where(
+        (AuditEntry.actor_id == user_id)
+        & (AuditEntry.action == VIEW)
+        & (AuditEntry.occurred_at >= since)
+    )
+    exported = await exported_rows(user_id, since, client_data_only=True)
+    if views + exported <= settings.anomaly_cards_per_hour:
+        return False
+    async with write():
+        if await AuditEntry.exists().where(
+            (AuditEntry.actor_id == user_id)
+            & (AuditEntry.action == ANOMALY)
+            & (AuditEntry.occurred_at >= since)
+        ):
+            return False
+        numbers = {
+            "views": views,
+            "exported_rows": exported,
+            "threshold": settings.anomaly_cards_per_hour,
+        }
+        await record(
+            ANOMALY,
+            "user",
+            user_id,
+            i18n.gettext(
+                "%(views)s client cards viewed and %(rows)s rows exported in the last hour "
+                "(alert threshold %(threshold)s)",
+                views=views,
+                rows=exported,
+                threshold=settings.anomaly_cards_per_hour,
+            ),
+            numbers,
+            actor=user,
+            flagged=True,
+        )
+        await _notify_admins(user, views, exported)
+        events.emit(
+            events.SecurityAlert(
+                actor_id=user_id, user_id=user_id, views=views, exported_rows=exported
+            )
+        )
+    return True
+
+
+async def _notify_admins(user: dict[str, Any], views: int, exported: int) -> None:
+    """An in-app alert for every active admin, each in their own language."""
+    default_locale = get_runtime().settings.default_locale
+    admins = await User.select(User.id, User.locale).where(
+        (User.role == access.ADMIN) & User.active.eq(True)
+    )
+    for admin in admins:
+        token = i18n.current_locale.set(admin["locale"] or default_locale)
+        try:
+            text = i18n.gettext(
+                "Unusual activity: %(name)s viewed %(views)s client cards and exported "
+                "%(rows)s rows in the last hour.",
+                name=f"{user['full_name']} ({user['username']})",
+                views=views,
+                rows=exported,
+            )
+        finally:
+            i18n.current_locale.reset(token)
+        await notify(admin["id"], "security", text, f"/admin/audit?actor={user['id']}")

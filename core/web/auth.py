@@ -39,7 +39,7 @@ async def _user_for_bearer(token: str) -> dict[str, Any] | None:
     if row is None:
         return None
     user = (
-        await User.select(*User.all_columns(exclude=[User.password_hash]))
+        await User.select(*User.all_columns(exclude=[User.password_hash, User.totp_secret]))
         .where((User.id == row["user"]) & User.active.eq(True))
         .first()
     )

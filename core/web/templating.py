@@ -81,4 +81,5 @@ def page_context(request: Request) -> dict[str, Any]:
         "user": request.scope.get("user"),
         "access": request.scope.get("access") or access.ANONYMOUS,
         "request_path": request.url.path,
+        "request_query": request.url.query,
     }

@@ -28,7 +28,7 @@ from core.default_hooks import (
     TASKS_EDIT,
     TASKS_VIEW,
 )
-from core.services import api_tokens, clients, deals, tasks
+from core.services import api_tokens, audit, clients, deals, tasks
 from core.services.clients import ClientQuery
 from core.services.common import NotFound
 from core.services.deals import DealQuery
@@ -226,7 +226,9 @@ class ClientApi(Controller):
 
     @get("/{client_id:int}", opt=needs(CLIENTS_VIEW), summary="One client")
     async def get_client(self, client_id: FromPath[int]) -> ClientOut:
-        return await _client_out(client_id)
+        found = await _client_out(client_id)
+        await audit.record_view(client_id)
+        return found
 
     @put(
         "/{client_id:int}",

@@ -11,7 +11,7 @@ from litestar.response import Template
 from core.access import needs
 from core.default_hooks import CLIENTS_DELETE, CLIENTS_EDIT, CLIENTS_VIEW
 from core.runtime import get_runtime
-from core.services import clients, timeline, users
+from core.services import audit, clients, timeline, users
 from core.services.clients import ClientQuery
 from core.validation import ValidationError
 from core.web.controllers.base import (
@@ -110,6 +110,7 @@ async def client_create(request: Request) -> Response[Any]:
 async def client_card(request: Request, client_id: FromPath[int]) -> Template:
     user = current_user(request)
     client = await clients.get_client(client_id)
+    await audit.record_view(client_id)
     entries, next_cursor = await timeline.page(client_id)
     runtime = get_runtime()
     tabs = sorted(

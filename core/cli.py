@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -96,6 +97,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _record(action: str, object_type: str, object_id: str, summary: str = "") -> None:
+    """Audit what an operator did on the command line, under their OS account name."""
+    from core.db import bind_tables
+    from core.services import audit
+
+    bind_tables()
+    audit.system_actor.set(f"cli:{getpass.getuser()}")
+    await audit.record(action, object_type, object_id, summary)
+
+
 # --- plugins ---------------------------------------------------------------------------
 
 
@@ -147,6 +158,8 @@ def cmd_plugins_enable(args: argparse.Namespace) -> int:
     set_runtime(None)
     for line in asyncio.run(_prepare()):
         _out(line)
+    for name in added:
+        asyncio.run(_record("plugin.enable", "plugin", name, f"{name} enabled"))
     _out(f"enabled: {', '.join(added)}. Restart Kartoteka to load them.")
     return 0
 
@@ -167,6 +180,7 @@ def cmd_plugins_disable(args: argparse.Namespace) -> int:
             f"{', '.join(dependants)} depend(s) on {args.name}: disable {', '.join(dependants)} first"
         )
     _save_plugins([name for name in current if name != args.name])
+    asyncio.run(_record("plugin.disable", "plugin", args.name, f"{args.name} disabled"))
     _out(
         f"disabled {args.name}; its data is kept and comes back when it is enabled again. Restart Kartoteka."
     )
@@ -188,6 +202,50 @@ def cmd_users_create(args: argparse.Namespace) -> int:
 
     password = asyncio.run(main())
     _out(f"created {args.role} {args.username} with password: {password}")
+    return 0
+
+
+async def _user_id(username: str) -> int | None:
+    from core.db import bind_tables
+    from core.tables import User
+
+    bind_tables()
+    user = await User.select(User.id).where(User.username == username).first()
+    return int(user["id"]) if user else None
+
+
+def cmd_users_reset_password(args: argparse.Namespace) -> int:
+    """For the owner locked out of the only admin account: no web page can help then."""
+    from core.services import audit, user_admin
+
+    async def main() -> str | None:
+        user_id = await _user_id(args.username)
+        if user_id is None:
+            return None
+        audit.system_actor.set(f"cli:{getpass.getuser()}")
+        return await user_admin.reset_password(user_id)
+
+    password = asyncio.run(main())
+    if password is None:
+        return _fail(f"no user {args.username!r}")
+    _out(f"temporary password for {args.username} (to be changed at login): {password}")
+    return 0
+
+
+def cmd_users_reset_totp(args: argparse.Namespace) -> int:
+    from core.services import audit, user_admin
+
+    async def main() -> bool | None:
+        user_id = await _user_id(args.username)
+        if user_id is None:
+            return None
+        audit.system_actor.set(f"cli:{getpass.getuser()}")
+        return await user_admin.reset_second_factor(user_id)
+
+    done = asyncio.run(main())
+    if done is None:
+        return _fail(f"no user {args.username!r}")
+    _out(f"second factor of {args.username} {'removed' if done else 'was not set up'}")
     return 0
 
 
@@ -246,11 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     create = users_sub.add_parser("create", help="create a user (prints the password)")
     create.add_argument("username")
     create.add_argument("--name")
-    create.add_argument(
-        "--role", default="manager", choices=["admin", "head", "manager", "readonly"]
-    )
+    create.add_argument("--role", default="manager", help="a role code, e.g. admin, head, manager")
     create.add_argument("--password")
     create.set_defaults(handler=cmd_users_create)
+    reset = users_sub.add_parser(
+        "reset-password", help="give a user a temporary password (ends their sessions)"
+    )
+    reset.add_argument("username")
+    reset.set_defaults(handler=cmd_users_reset_password)
+    reset_totp = users_sub.add_parser("reset-totp", help="remove a user's second factor")
+    reset_totp.add_argument("username")
+    reset_totp.set_defaults(handler=cmd_users_reset_totp)
     token = users_sub.add_parser("token", help="create an API token for a user")
     token.add_argument("username")
     token.add_argument("name")

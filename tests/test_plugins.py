@@ -157,6 +157,36 @@ def test_cli_enable_resolves_dependencies_and_migrates(
             "SELECT name FROM sqlite_master WHERE type = 'table'"
         )
     }, "disabling keeps the data"
+    audit = sqlite3.connect(settings_dir / "kartoteka.sqlite3").execute(
+        "SELECT action, object_id, actor_name FROM core_audit WHERE action LIKE 'plugin.%' "
+        "ORDER BY id"
+    )
+    rows = list(audit)
+    assert [(a, o) for a, o, _who in rows] == [
+        ("plugin.enable", "sample"),
+        ("plugin.enable", "acme"),
+        ("plugin.disable", "acme"),
+    ]
+    assert all(who.startswith("cli:") for _a, _o, who in rows), "the operator is named"
+
+
+def test_cli_recovers_a_locked_out_admin(
+    settings_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    assert cli.main(["migrate"]) == 0
+    capsys.readouterr()
+    assert cli.main(["users", "reset-password", "admin"]) == 0
+    assert "temporary password for admin" in capsys.readouterr().out
+    db = sqlite3.connect(settings_dir / "kartoteka.sqlite3")
+    assert db.execute("SELECT must_change_password FROM core_user").fetchone() == (1,)
+    assert db.execute("SELECT totp_secret FROM core_user").fetchone() == ("",)
+    assert cli.main(["users", "reset-totp", "admin"]) == 0
+    assert "was not set up" in capsys.readouterr().out
+    actions = [row[0] for row in db.execute("SELECT action FROM core_audit ORDER BY id")]
+    assert "user.password_reset" in actions
+    assert cli.main(["users", "reset-password", "nobody"]) == 2
 
 
 def test_cli_enable_unknown_plugin_fails_clearly(

@@ -29,7 +29,8 @@ from core.tables import AuditEntry, User
 client_address: ContextVar[str] = ContextVar("kartoteka_client_address", default="")
 """The caller's IP address, set by the web middleware for the request."""
 
-_SYSTEM_ACTOR = "system"
+system_actor: ContextVar[str] = ContextVar("kartoteka_system_actor", default="system")
+"""Who acts when no user does: "system" for jobs, ``cli:<os user>`` for the command line."""
 
 
 @contextmanager
@@ -78,7 +79,7 @@ async def record(
             actor_id=int(user["id"]) if user else None,
             actor_name=actor_name
             if actor_name is not None
-            else (user["username"] if user else _SYSTEM_ACTOR),
+            else (user["username"] if user else system_actor.get()),
             action=action,
             object_type=object_type,
             object_id="" if object_id is None else str(object_id),

@@ -105,5 +105,9 @@ def scheduled_jobs() -> list[ScheduledJob]:
     # Imported here: importing an actor module declares actors on the job broker,
     # which must not happen merely because the plugin manager was built.
     from core.jobs.reminders import send_due_reminders
+    from core.jobs.sessions import clear_expired_sessions
 
-    return [ScheduledJob(name="core.task_reminders", cron="* * * * *", actor=send_due_reminders)]
+    return [
+        ScheduledJob(name="core.task_reminders", cron="* * * * *", actor=send_due_reminders),
+        ScheduledJob(name="core.expired_sessions", cron="17 3 * * *", actor=clear_expired_sessions),
+    ]

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import time
 from datetime import timedelta
+from typing import Any
 
 import dramatiq
 import pytest
@@ -359,3 +360,19 @@ async def test_reminder_actor_runs_on_embedded_worker(user_id, delivered):
     assert len(notes) == 1
     assert [e.task_id for e in delivered if e.assignee_id == user_id] == [task_id]
     assert broker.dead_messages(send_due_reminders.queue_name) == []
+
+
+async def test_expired_sessions_are_cleared(db: None, manager: dict[str, Any]) -> None:
+    from core.jobs.sessions import delete_expired_sessions
+    from core.services import users
+    from core.services.common import utcnow
+    from core.tables import Session
+
+    current = await users.start_session(manager["id"])
+    stale = await users.start_session(manager["id"])
+    await Session.update({Session.expires_at: utcnow() - timedelta(minutes=1)}).where(
+        Session.token_hash == users._token_hash(stale)
+    )
+    assert await delete_expired_sessions() == 1
+    assert await users.user_for_session(current) is not None
+    assert await Session.count() == 1

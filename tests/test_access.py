@@ -62,9 +62,7 @@ async def test_every_route_declares_who_may_call_it(app: Any) -> None:
 
 async def test_every_route_requires_login_and_its_permission(app: Any, client: Any) -> None:
     """Anonymous: 401/redirect. A role without permissions: 403 on every permission route."""
-    from core.services import roles
-
-    from core.services import api_tokens
+    from core.services import api_tokens, roles
 
     await roles.create_role("nobody", {"name": "Nobody"})
     nobody = await _user("nobody", "nobody")

@@ -386,3 +386,17 @@ async def test_saving_a_role_keeps_rules_of_a_disabled_plugin(db: None) -> None:
     assert role["permissions"] == ["core.deals.view", "gone.plugin_perm"]
     assert role["scopes"]["gone.thing"] == "all" and role["scopes"]["client"] == "own"
     assert role["hidden_fields"] == ["gone.thing.secret"]
+
+
+async def test_built_in_role_names_follow_the_readers_language(db: None) -> None:
+    from core.i18n import current_locale
+    from core.services import roles
+
+    token = current_locale.set("ru")
+    try:
+        assert (await roles.get_role("manager"))["name"] == "Менеджер"
+    finally:
+        current_locale.reset(token)
+    assert (await roles.get_role("manager"))["name"] == "Manager"
+    await roles.update_role("manager", {"name": "Sales rep"})
+    assert (await roles.get_role("manager"))["name"] == "Sales rep", "a rename sticks"

@@ -20,6 +20,8 @@ def _load(row: dict[str, Any]) -> dict[str, Any]:
     for key, default in (("permissions", []), ("scopes", {}), ("hidden_fields", []), ("seen", [])):
         value = row.get(key)
         row[key] = json.loads(value) if isinstance(value, str) and value else value or default
+    if not row.get("name"):  # a built-in role nobody renamed: named in the reader's language
+        row["name"] = str(access.BUILTIN_ROLES.get(row["code"], row["code"]))
     return row
 
 
@@ -34,11 +36,9 @@ async def sync_roles() -> list[str]:
     log: list[str] = []
     async with write():
         existing = {row["code"]: _load(row) for row in await Role.select()}
-        for code, label in access.BUILTIN_ROLES.items():
+        for code in access.BUILTIN_ROLES:
             if code not in existing:
-                await Role.insert(
-                    Role(code=code, name=str(label), builtin=True, updated_at=utcnow())
-                )
+                await Role.insert(Role(code=code, name="", builtin=True, updated_at=utcnow()))
                 existing[code] = {"code": code, "permissions": [], "scopes": {}, "seen": []}
                 existing[code]["hidden_fields"] = []
                 log.append(f"created role {code}")
@@ -70,7 +70,7 @@ async def sync_roles() -> list[str]:
 
 
 async def list_roles() -> list[dict[str, Any]]:
-    rows = await Role.select().order_by(Role.builtin, ascending=False).order_by(Role.name)
+    rows = await Role.select().order_by(Role.builtin, ascending=False).order_by(Role.code)
     counts = await User.raw(
         "SELECT role, COUNT(*) AS n FROM core_user WHERE active = {} GROUP BY role", True
     )
@@ -166,14 +166,18 @@ async def create_role(code: str, data: dict[str, Any]) -> str:
 async def update_role(code: str, data: dict[str, Any]) -> None:
     before = await get_role(code)
     rules = _keep_unregistered(before, _validate_rules(data))
-    changes = audit.diff(before, rules)
+    default_name = access.BUILTIN_ROLES.get(code)
+    if default_name is not None and rules["name"] == str(default_name):
+        rules["name"] = ""  # still the default: keep following the reader's language
+    shown_name = rules["name"] or str(default_name)
+    changes = audit.diff(before, {**rules, "name": shown_name})
     if not changes:
         return
     async with write():
         await Role.update(
             {**{getattr(Role, k): v for k, v in rules.items()}, Role.updated_at: utcnow()}
         ).where(Role.code == code)
-        await audit.record("role.update", "role", code, rules["name"], changes)
+        await audit.record("role.update", "role", code, shown_name, changes)
 
 
 async def delete_role(code: str) -> None:

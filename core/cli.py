@@ -90,6 +90,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from core.demo import load_demo
 
     async def main() -> str:
+        from core.services import audit
+
+        audit.system_actor.set(f"cli:{getpass.getuser()}")
         await _prepare()
         return await load_demo(clients=args.clients)
 

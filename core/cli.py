@@ -7,7 +7,7 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from core.plugins import PluginError, discover, resolve
@@ -217,36 +217,38 @@ async def _user_id(username: str) -> int | None:
     return int(user["id"]) if user else None
 
 
+def _as_operator(username: str, action: Callable[[int], Awaitable[Any]]) -> Any:
+    """Run a user-admin action from the shell, audited under the OS account's name."""
+    from core.services import audit
+
+    async def main() -> Any:
+        user_id = await _user_id(username)
+        if user_id is None:
+            raise LookupError(username)
+        audit.system_actor.set(f"cli:{getpass.getuser()}")
+        return await action(user_id)
+
+    return asyncio.run(main())
+
+
 def cmd_users_reset_password(args: argparse.Namespace) -> int:
     """For the owner locked out of the only admin account: no web page can help then."""
-    from core.services import audit, user_admin
+    from core.services import user_admin
 
-    async def main() -> str | None:
-        user_id = await _user_id(args.username)
-        if user_id is None:
-            return None
-        audit.system_actor.set(f"cli:{getpass.getuser()}")
-        return await user_admin.reset_password(user_id)
-
-    password = asyncio.run(main())
-    if password is None:
+    try:
+        password = _as_operator(args.username, user_admin.reset_password)
+    except LookupError:
         return _fail(f"no user {args.username!r}")
     _out(f"temporary password for {args.username} (to be changed at login): {password}")
     return 0
 
 
 def cmd_users_reset_totp(args: argparse.Namespace) -> int:
-    from core.services import audit, user_admin
+    from core.services import user_admin
 
-    async def main() -> bool | None:
-        user_id = await _user_id(args.username)
-        if user_id is None:
-            return None
-        audit.system_actor.set(f"cli:{getpass.getuser()}")
-        return await user_admin.reset_second_factor(user_id)
-
-    done = asyncio.run(main())
-    if done is None:
+    try:
+        done = _as_operator(args.username, user_admin.reset_second_factor)
+    except LookupError:
         return _fail(f"no user {args.username!r}")
     _out(f"second factor of {args.username} {'removed' if done else 'was not set up'}")
     return 0

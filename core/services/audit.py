@@ -10,7 +10,6 @@ one user in the last hour, counted on the index ``core_audit_actor``
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from core import access, events, i18n
 from core.runtime import get_runtime
-from core.services.common import as_utc, utcnow, write
+from core.services.common import as_utc, decode_time_cursor, encode_time_cursor, utcnow, write
 from core.services.notifications import notify
 from core.tables import AuditEntry, User
 
@@ -120,19 +119,6 @@ def day_start(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
 
 
-def _encode_cursor(occurred_at: datetime, entry_id: int) -> str:
-    raw = json.dumps([as_utc(occurred_at).isoformat(), entry_id])
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, int] | None:
-    try:
-        when, entry_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(when), int(entry_id)
-    except (ValueError, TypeError):
-        return None
-
-
 def _conditions(query: AuditQuery) -> list[Any]:
     conditions: list[Any] = []
     if query.actor is not None:
@@ -172,7 +158,7 @@ async def list_entries(query: AuditQuery) -> tuple[list[dict[str, Any]], str | N
     select = AuditEntry.select()
     for condition in _conditions(query):
         select = select.where(condition)
-    position = _decode_cursor(query.cursor) if query.cursor else None
+    position = decode_time_cursor(query.cursor) if query.cursor else None
     if position:
         when, last_id = position
         select = select.where(
@@ -185,7 +171,7 @@ async def list_entries(query: AuditQuery) -> tuple[list[dict[str, Any]], str | N
     page = [_load(row) for row in rows[: query.size]]
     next_cursor = None
     if len(rows) > query.size:
-        next_cursor = _encode_cursor(page[-1]["occurred_at"], page[-1]["id"])
+        next_cursor = encode_time_cursor(page[-1]["occurred_at"], page[-1]["id"])
     return page, next_cursor
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -41,3 +43,18 @@ def as_utc(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+def encode_time_cursor(occurred_at: datetime, entry_id: int) -> str:
+    """Keyset position (time, id) for "newest first" lists: the timeline, the audit log."""
+    raw = json.dumps([as_utc(occurred_at).isoformat(), entry_id])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def decode_time_cursor(cursor: str) -> tuple[datetime, int] | None:
+    """None for a cursor that was tampered with or mangled: the list starts over."""
+    try:
+        when, entry_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(when), int(entry_id)
+    except (ValueError, TypeError):
+        return None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import datetime
 from typing import Any
 
 from core import access
-from core.services.common import as_utc, utcnow
+from core.services.common import as_utc, decode_time_cursor, encode_time_cursor, utcnow
 from core.tables import Client, TimelineEntry
 
 PAGE_SIZE = 30
@@ -40,19 +39,6 @@ async def add_entry(
     return int(rows[0]["id"])
 
 
-def _encode_cursor(occurred_at: datetime, entry_id: int) -> str:
-    raw = json.dumps([as_utc(occurred_at).isoformat(), entry_id])
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, int] | None:
-    try:
-        when, entry_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(when), int(entry_id)
-    except (ValueError, TypeError):
-        return None
-
-
 async def page(
     client_id: int, cursor: str | None = None, deal_id: int | None = None, size: int = PAGE_SIZE
 ) -> tuple[list[dict[str, Any]], str | None]:
@@ -71,7 +57,7 @@ async def page(
     deals_visible = me.owner_filter("deal", TimelineEntry.deal.responsible)
     if deals_visible is not None:  # entries about deals the user may not see stay hidden
         query = query.where(TimelineEntry.deal.is_null() | deals_visible)
-    position = _decode_cursor(cursor) if cursor else None
+    position = decode_time_cursor(cursor) if cursor else None
     if position:
         when, entry_id = position
         query = query.where(
@@ -90,6 +76,8 @@ async def page(
             row["payload"].pop("amount_minor", None)
         entries.append(row)
     next_cursor = (
-        _encode_cursor(entries[-1]["occurred_at"], entries[-1]["id"]) if len(rows) > size else None
+        encode_time_cursor(entries[-1]["occurred_at"], entries[-1]["id"])
+        if len(rows) > size
+        else None
     )
     return entries, next_cursor

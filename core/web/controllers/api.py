@@ -8,6 +8,7 @@ schema at /api/schema documents them.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from core.services.common import NotFound
 from core.services.deals import DealQuery
 from core.validation import ValidationError
 from core.web.controllers.base import current_user, form_data, render
+from core.web.controllers.queries import CLIENT_QUERY, DEAL_QUERY
 
 S = TypeVar("S", bound=msgspec.Struct)
 MAX_PAGE = 200
@@ -193,26 +195,16 @@ class ClientApi(Controller):
     path = "/api/v1/clients"
     tags = ["clients"]
 
-    @get("/", opt=needs(CLIENTS_VIEW), summary="List clients (keyset pages)")
+    @get(
+        "/",
+        opt=needs(CLIENTS_VIEW),
+        dependencies=CLIENT_QUERY,
+        summary="List clients (keyset pages)",
+    )
     async def list_clients(
-        self,
-        q: FromQuery[str] = "",
-        responsible: FromQuery[int | None] = None,
-        tag: FromQuery[str] = "",
-        source: FromQuery[str] = "",
-        sort: FromQuery[str] = "name",
-        cursor: FromQuery[str] = "",
-        limit: FromQuery[int] = clients.PAGE_SIZE,
+        self, filters: ClientQuery, limit: FromQuery[int] = clients.PAGE_SIZE
     ) -> ClientPage:
-        query = ClientQuery(
-            search=q[:200],
-            responsible=responsible,
-            tag=tag,
-            source=source,
-            sort=sort,
-            cursor=cursor,
-            size=max(1, min(limit, MAX_PAGE)),
-        )
+        query = dataclasses.replace(filters, size=max(1, min(limit, MAX_PAGE)))
         rows, next_cursor = await clients.list_clients(query)
         return ClientPage(items=[_out(ClientListItem, r) for r in rows], next_cursor=next_cursor)
 
@@ -422,28 +414,16 @@ class DealApi(Controller):
     path = "/api/v1/deals"
     tags = ["deals"]
 
-    @get("/", opt=needs(DEALS_VIEW), summary="List deals, newest first (keyset pages)")
+    @get(
+        "/",
+        opt=needs(DEALS_VIEW),
+        dependencies=DEAL_QUERY,
+        summary="List deals, newest first (keyset pages)",
+    )
     async def list_deals(
-        self,
-        q: FromQuery[str] = "",
-        pipeline: FromQuery[int | None] = None,
-        stage: FromQuery[int | None] = None,
-        responsible: FromQuery[int | None] = None,
-        client: FromQuery[int | None] = None,
-        status: FromQuery[str] = "",
-        cursor: FromQuery[str] = "",
-        limit: FromQuery[int] = deals.PAGE_SIZE,
+        self, filters: DealQuery, limit: FromQuery[int] = deals.PAGE_SIZE
     ) -> DealPage:
-        query = DealQuery(
-            pipeline=pipeline,
-            stage=stage,
-            responsible=responsible,
-            client=client,
-            status=status,
-            search=q[:200],
-            cursor=cursor,
-            size=max(1, min(limit, MAX_PAGE)),
-        )
+        query = dataclasses.replace(filters, size=max(1, min(limit, MAX_PAGE)))
         rows, next_cursor = await deals.list_deals(query)
         return DealPage(items=[_out(DealListItem, r) for r in rows], next_cursor=next_cursor)
 

@@ -22,6 +22,7 @@ from core.web.controllers.base import (
     render,
     visible_people,
 )
+from core.web.controllers.queries import CLIENT_QUERY
 from core.web.timeline import timeline_templates
 
 
@@ -53,21 +54,10 @@ async def _form_page(
     )
 
 
-@get("/clients", opt=needs(CLIENTS_VIEW))
-async def client_list(
-    request: Request,
-    q: FromQuery[str] = "",
-    responsible: FromQuery[int | None] = None,
-    tag: FromQuery[str] = "",
-    source: FromQuery[str] = "",
-    sort: FromQuery[str] = "name",
-    cursor: FromQuery[str] = "",
-) -> Template:
-    query = ClientQuery(
-        search=q[:200], responsible=responsible, tag=tag, source=source, sort=sort, cursor=cursor
-    )
-    rows, next_cursor = await clients.list_clients(query)
-    context = {"rows": rows, "next_cursor": next_cursor, "query": query}
+@get("/clients", opt=needs(CLIENTS_VIEW), dependencies=CLIENT_QUERY)
+async def client_list(request: Request, filters: ClientQuery) -> Template:
+    rows, next_cursor = await clients.list_clients(filters)
+    context = {"rows": rows, "next_cursor": next_cursor, "query": filters}
     if is_htmx(request) and request.headers.get("hx-target") in ("client-rows", "client-more"):
         return render(request, "core/clients/_rows.html", **context)
     return render(

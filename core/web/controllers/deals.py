@@ -23,6 +23,7 @@ from core.web.controllers.base import (
     render,
     visible_people,
 )
+from core.web.controllers.queries import DEAL_QUERY
 from core.web.timeline import timeline_templates
 
 
@@ -129,28 +130,10 @@ async def deal_move(request: Request, deal_id: FromPath[int]) -> Response[Any]:
 # --- list -----------------------------------------------------------------------------
 
 
-@get("/deals/list", opt=needs(DEALS_VIEW))
-async def deal_list(
-    request: Request,
-    q: FromQuery[str] = "",
-    pipeline: FromQuery[int | None] = None,
-    stage: FromQuery[int | None] = None,
-    responsible: FromQuery[int | None] = None,
-    client: FromQuery[int | None] = None,
-    status: FromQuery[str] = "",
-    cursor: FromQuery[str] = "",
-) -> Template:
-    query = DealQuery(
-        pipeline=pipeline,
-        stage=stage,
-        responsible=responsible,
-        client=client,
-        status=status if status in deals.STATUSES else "",
-        search=q[:200],
-        cursor=cursor,
-    )
-    rows, next_cursor = await deals.list_deals(query)
-    context = {"rows": rows, "next_cursor": next_cursor, "query": query}
+@get("/deals/list", opt=needs(DEALS_VIEW), dependencies=DEAL_QUERY)
+async def deal_list(request: Request, filters: DealQuery) -> Template:
+    rows, next_cursor = await deals.list_deals(filters)
+    context = {"rows": rows, "next_cursor": next_cursor, "query": filters}
     if is_htmx(request) and request.headers.get("hx-target") in ("deal-rows", "deal-more"):
         return render(request, "core/deals/_rows.html", **context)
     return render(

@@ -6,6 +6,7 @@ Each export route takes the query parameters of its list page plus ``format``
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterable
 from typing import IO, Annotated, Any
 from urllib.parse import urlencode
@@ -27,6 +28,7 @@ from core.services.exports import Column, ExportRefused
 from core.validation import ValidationError
 from core.web.controllers.audit_log import parse_query
 from core.web.controllers.base import current_user, is_htmx, render
+from core.web.controllers.queries import CLIENT_QUERY, DEAL_QUERY
 
 Format = Annotated[str, QueryParameter(query="format")]
 CHUNK = 64 * 1024
@@ -98,22 +100,16 @@ async def _user_name(user_id: int | None) -> str:
         return f"#{user_id}"
 
 
-@get("/clients/export", opt=needs(EXPORT))
+@get("/clients/export", opt=needs(EXPORT), dependencies=CLIENT_QUERY)
 async def client_export(
-    request: Request,
-    fmt: Format = "csv",
-    q: FromQuery[str] = "",
-    responsible: FromQuery[int | None] = None,
-    tag: FromQuery[str] = "",
-    source: FromQuery[str] = "",
-    sort: FromQuery[str] = "name",
+    request: Request, filters: ClientQuery, fmt: Format = "csv"
 ) -> Response[Any]:
-    query = ClientQuery(search=q[:200], responsible=responsible, tag=tag, source=source, sort=sort)
+    query = dataclasses.replace(filters, cursor="")
     description = [
         (_("Search"), query.search),
-        (_("Manager"), await _user_name(responsible)),
-        (_("Tag"), tag),
-        (_("Source"), source),
+        (_("Manager"), await _user_name(query.responsible)),
+        (_("Tag"), query.tag),
+        (_("Source"), query.source),
     ]
     return await _send(
         request,
@@ -142,31 +138,16 @@ async def _deal_names(query: DealQuery) -> dict[str, str]:
     return names
 
 
-@get("/deals/export", opt=needs(EXPORT))
-async def deal_export(
-    request: Request,
-    fmt: Format = "csv",
-    q: FromQuery[str] = "",
-    pipeline: FromQuery[int | None] = None,
-    stage: FromQuery[int | None] = None,
-    responsible: FromQuery[int | None] = None,
-    client: FromQuery[int | None] = None,
-    status: FromQuery[str] = "",
-) -> Response[Any]:
-    query = DealQuery(
-        pipeline=pipeline,
-        stage=stage,
-        responsible=responsible,
-        client=client,
-        status=status if status in deals.STATUSES else "",
-        search=q[:200],
-    )
+@get("/deals/export", opt=needs(EXPORT), dependencies=DEAL_QUERY)
+async def deal_export(request: Request, filters: DealQuery, fmt: Format = "csv") -> Response[Any]:
+    query = dataclasses.replace(filters, cursor="")
+    pipeline, stage = query.pipeline, query.stage
     names = await _deal_names(query)
     description = [
         (_("Search"), query.search),
         (_("Pipeline"), names.get("pipeline") or (pipeline and f"#{pipeline}")),
         (_("Stage"), names.get("stage") or (stage and f"#{stage}")),
-        (_("Manager"), await _user_name(responsible)),
+        (_("Manager"), await _user_name(query.responsible)),
         (_("Client"), names.get("client")),
         (_("Status"), exports.status_labels().get(query.status)),
     ]

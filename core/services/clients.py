@@ -298,45 +298,42 @@ class ClientQuery:
     size: int = PAGE_SIZE
 
 
-def _search_condition(raw: str) -> Any:
-    """Name prefix, phone in any format, e-mail or INN: one indexed condition each."""
+MATCH_LIMIT = 1000
+"""Clients a phone or e-mail search considers at most (a shared office number...)."""
+
+
+async def _points_matching(kind: str, value: str, prefix: bool = False) -> list[int]:
+    condition = (ContactPoint.kind == kind) & (
+        (ContactPoint.value >= value) & (ContactPoint.value < value + "\uffff")
+        if prefix
+        else ContactPoint.value == value
+    )
+    rows = await ContactPoint.select(ContactPoint.client).where(condition).limit(MATCH_LIMIT)
+    return sorted({row["client"] for row in rows})
+
+
+async def _search_condition(raw: str) -> Any:
+    """What the user typed is an e-mail, a phone or INN, or the start of a name.
+
+    Phones and e-mails are resolved to client ids first (index on contact points),
+    so the list query is a handful of primary-key lookups instead of a walk of the
+    name index that checks each client against a sub-query.
+    """
     q = raw.strip()
-    conditions = []
-    key = search_key(q)
-    if key:
-        conditions.append(
-            WhereRaw(
-                "(core_client.name_search >= {} AND core_client.name_search < {})",
-                key,
-                key + "\uffff",
-            )
-        )
-    digits = re.sub(r"\D", "", q)
-    if digits and len(digits) >= 5 and re.fullmatch(r"[\d\s()+\-.]+", q):
-        phone = try_normalize_phone(q, get_runtime().settings.default_region)
-        if phone:
-            conditions.append(
-                WhereRaw(
-                    "core_client.id IN (SELECT client FROM core_contact_point WHERE kind = 'phone' AND value = {})",
-                    phone,
-                )
-            )
-        if len(digits) in (10, 12) and digits == q.strip():
-            conditions.append(WhereRaw("core_client.inn = {}", digits))
     if "@" in q:
-        email = q.lower()
-        conditions.append(
-            WhereRaw(
-                "core_client.id IN (SELECT client FROM core_contact_point WHERE kind = 'email' "
-                "AND value >= {} AND value < {})",
-                email,
-                email + "\uffff",
-            )
-        )
-    combined = conditions[0]
-    for condition in conditions[1:]:
-        combined = combined | condition
-    return combined
+        return Client.id.is_in(await _points_matching("email", q.lower(), prefix=True) or [0])
+    digits = re.sub(r"\D", "", q)
+    if len(digits) >= 5 and re.fullmatch(r"[\d\s()+\-.]+", q):
+        phone = try_normalize_phone(q, get_runtime().settings.default_region)
+        ids = await _points_matching("phone", phone) if phone else []
+        condition = Client.id.is_in(ids or [0])
+        if len(digits) in (10, 12) and digits == q:
+            condition = condition | (Client.inn == digits)
+        return condition
+    key = search_key(q)
+    return WhereRaw(
+        "(core_client.name_search >= {} AND core_client.name_search < {})", key, key + "\uffff"
+    )
 
 
 def _encode_cursor(values: list[Any]) -> str:
@@ -373,13 +370,13 @@ async def list_clients(query: ClientQuery) -> tuple[list[dict[str, Any]], str | 
         Client.source,
         Client.last_activity_at,
         Client.created_at,
-        Client.responsible.full_name.as_alias("responsible_name"),
+        Client.responsible,
     ).where(Client.deleted_at.is_null())
     visible = access.current().owner_filter("client", Client.responsible)
     if visible is not None:
         select = select.where(visible)
     if query.search.strip():
-        select = select.where(_search_condition(query.search))
+        select = select.where(await _search_condition(query.search))
     if query.responsible:
         select = select.where(Client.responsible == query.responsible)
     if query.tag:
@@ -403,6 +400,7 @@ async def list_clients(query: ClientQuery) -> tuple[list[dict[str, Any]], str | 
     rows = await select.order_by(column, Client.id, ascending=ascending).limit(query.size + 1)
     page_rows = rows[: query.size]
     await _attach_primary_points(page_rows)
+    await _attach_responsible_names(page_rows)
     me = access.current()
     for row in page_rows:
         me.redact(row, HIDEABLE)
@@ -439,6 +437,20 @@ async def _attach_primary_points(rows: list[dict[str, Any]]) -> None:
         row["last_activity_at"] = as_utc(row["last_activity_at"])
 
 
+async def _attach_responsible_names(rows: list[dict[str, Any]]) -> None:
+    """Names in a second small query: joining users into the page query made the planner
+    sort every match instead of reading the first page straight off the index."""
+    ids = sorted({row["responsible"] for row in rows})
+    if not ids:
+        return
+    names = {
+        user["id"]: user["full_name"]
+        for user in await User.select(User.id, User.full_name).where(User.id.is_in(ids))
+    }
+    for row in rows:
+        row["responsible_name"] = names.get(row["responsible"])
+
+
 async def lookup(phone: str | None, email: str | None) -> int | None:
     """The client a phone or e-mail belongs to, contacts' points included."""
     for kind, value in (("phone", phone), ("email", email)):
@@ -468,16 +480,28 @@ async def find_client(phone: str | None = None, email: str | None = None) -> int
     )
 
 
+async def _distinct(table: str, column: str, limit: int = 200) -> list[str]:
+    """Distinct values read off the column's index, one index probe per value.
+
+    A plain SELECT DISTINCT reads every row: 170 ms at a million clients on every
+    list page. This "loose index scan" costs one probe per distinct value instead.
+    """
+    rows = await Client.raw(
+        f"WITH RECURSIVE found(value) AS ("
+        f" SELECT MIN({column}) FROM {table} WHERE {column} > ''"
+        f" UNION ALL SELECT (SELECT MIN({column}) FROM {table} WHERE {column} > found.value)"
+        f" FROM found WHERE found.value IS NOT NULL"
+        f") SELECT value FROM found WHERE value IS NOT NULL LIMIT {int(limit)}"
+    )
+    return [row["value"] for row in rows]
+
+
 async def tag_names() -> list[str]:
-    rows = await ClientTag.raw("SELECT DISTINCT tag FROM core_client_tag ORDER BY tag LIMIT 200")
-    return [row["tag"] for row in rows]
+    return await _distinct("core_client_tag", "tag")
 
 
 async def source_names() -> list[str]:
-    rows = await Client.raw(
-        "SELECT DISTINCT source FROM core_client WHERE source <> '' ORDER BY source LIMIT 200"
-    )
-    return [row["source"] for row in rows]
+    return await _distinct("core_client", "source")
 
 
 # --- contacts -------------------------------------------------------------------------

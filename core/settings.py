@@ -26,8 +26,17 @@ class SettingsError(ValueError):
 
 
 def _env(name: str) -> str | None:
+    """``NAME``, or the content of the file named by ``NAME_FILE`` (container secrets)."""
     value = os.environ.get(name)
-    return value if value not in (None, "") else None
+    if value not in (None, ""):
+        return value
+    secret_file = os.environ.get(name + "_FILE")
+    if not secret_file:
+        return None
+    try:
+        return Path(secret_file).read_text(encoding="utf-8").strip() or None
+    except OSError as exc:
+        raise SettingsError(f"{name}_FILE: cannot read {secret_file}: {exc.strerror}") from None
 
 
 def _as_list(value: Any) -> list[str]:
@@ -67,6 +76,16 @@ class Settings:
     login_lockout_minutes: int
     anomaly_cards_per_hour: int
     """Client cards viewed plus rows exported in an hour that raise an alert."""
+    backup_repository: str
+    """restic repository (path, sftp:, rest:, s3:); empty switches backups off."""
+    backup_password_file: str
+    backup_schedule: str
+    backup_check_schedule: str
+    backup_keep_daily: int
+    backup_keep_weekly: int
+    backup_keep_monthly: int
+    backup_max_age_hours: int
+    """Older than this, the last good backup (or verification) turns the banner red."""
     settings_file: Path
     file_values: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -114,6 +133,14 @@ _SPEC: list[tuple[str, str, Any]] = [
     ("login_failures_per_address", "KARTOTEKA_LOGIN_FAILURES_PER_ADDRESS", 20),
     ("login_lockout_minutes", "KARTOTEKA_LOGIN_LOCKOUT_MINUTES", 15),
     ("anomaly_cards_per_hour", "KARTOTEKA_ANOMALY_CARDS_PER_HOUR", 300),
+    ("backup_repository", "KARTOTEKA_BACKUP_REPOSITORY", ""),
+    ("backup_password_file", "KARTOTEKA_BACKUP_PASSWORD_FILE", ""),
+    ("backup_schedule", "KARTOTEKA_BACKUP_SCHEDULE", "30 2 * * *"),
+    ("backup_check_schedule", "KARTOTEKA_BACKUP_CHECK_SCHEDULE", "0 4 * * 0"),
+    ("backup_keep_daily", "KARTOTEKA_BACKUP_KEEP_DAILY", 7),
+    ("backup_keep_weekly", "KARTOTEKA_BACKUP_KEEP_WEEKLY", 4),
+    ("backup_keep_monthly", "KARTOTEKA_BACKUP_KEEP_MONTHLY", 12),
+    ("backup_max_age_hours", "KARTOTEKA_BACKUP_MAX_AGE_HOURS", 26),
 ]
 _NUMBERS = [
     "max_upload_mb",
@@ -123,6 +150,10 @@ _NUMBERS = [
     "login_failures_per_address",
     "login_lockout_minutes",
     "anomaly_cards_per_hour",
+    "backup_keep_daily",
+    "backup_keep_weekly",
+    "backup_keep_monthly",
+    "backup_max_age_hours",
 ]
 SETTING_NAMES = [name for name, _, _ in _SPEC]
 
@@ -208,6 +239,10 @@ def load_settings() -> Settings:
         host=str(values["host"]),
         debug=_as_bool(values["debug"]),
         secure_cookies=_as_bool(values["secure_cookies"]),
+        backup_repository=str(values["backup_repository"]),
+        backup_password_file=str(values["backup_password_file"]),
+        backup_schedule=str(values["backup_schedule"]),
+        backup_check_schedule=str(values["backup_check_schedule"]),
         **numbers,
         settings_file=path,
         file_values=file_values,

@@ -231,6 +231,24 @@ class AuditEntry(Table, tablename="core_audit"):
     flagged = Boolean(default=False)
 
 
+class BackupRun(Table, tablename="core_backup_run"):
+    """One backup, verification, repository check or restore, with how it ended.
+
+    ``status`` is ``running``, ``ok`` or ``failed``; ``message`` is what an
+    administrator reads when it failed (restic's error in plain words).
+    """
+
+    id: Serial
+    kind = Varchar(length=16)
+    status = Varchar(length=16, default="running")
+    started_at = Timestamptz()
+    finished_at = Timestamptz(null=True, default=None)
+    snapshot_id = Varchar(length=64, default="")
+    size_bytes = BigInt(default=0)
+    message = Text(default="")
+    details = JSON(default="{}")
+
+
 class Notification(Table, tablename="core_notification"):
     id: Serial
     user = ForeignKey(references=User, on_delete=OnDelete.cascade)
@@ -259,4 +277,5 @@ CORE_TABLES: list[type[Table]] = [
     Attachment,
     Notification,
     AuditEntry,
+    BackupRun,
 ]

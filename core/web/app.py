@@ -28,6 +28,7 @@ from core.services.common import NotFound
 from core.validation import ValidationError
 from core.web import controllers
 from core.web.auth import auth_middleware, require_access
+from core.web.maintenance import maintenance_middleware
 from core.web.security import add_security_headers, password_change_middleware
 from core.web.templating import page_context, static_dirs, template_config
 
@@ -177,7 +178,7 @@ def create_app(
             ),
         ],
         guards=[require_access],
-        middleware=[auth_middleware, password_change_middleware],
+        middleware=[maintenance_middleware, auth_middleware, password_change_middleware],
         before_send=[add_security_headers],
         plugins=[HTMXPlugin()],
         template_config=template_config(runtime),

@@ -1,0 +1,1 @@
+"""Backups of the install into an encrypted restic repository, and proof that they restore."""

@@ -44,6 +44,16 @@ test-e2e: $(STAMP) ## only the end-to-end browser tests
 	bash scripts/system-deps.sh
 	$(BIN)/pytest -q -m e2e
 
+.PHONY: test-appliance
+test-appliance: $(STAMP) ## build the appliance image with podman, run it, back up and restore in it (root)
+	bash scripts/appliance-test-deps.sh
+	bash scripts/check-services.sh
+	KARTOTEKA_TEST_APPLIANCE=1 $(BIN)/pytest -q -s -m appliance tests/test_appliance_image.py
+
+.PHONY: bench-scope
+bench-scope: $(STAMP) ## time lists and search per role at 1M clients on PostgreSQL (bench/README.md)
+	$(BIN)/python -m bench.scoped_lists $(BENCH_ARGS)
+
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -39,12 +39,29 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Exit 0: upgraded or nothing to do; 2: refused, nothing changed; 3: a migration
+    failed and the database was put back (maintenance stays on with the reason)."""
+    from core.upgrade import run_upgrade
+
+    return run_upgrade(retry=args.retry)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from core.setup import first_run
+    from core.upgrade import EXIT_REFUSED, failed_upgrade, run_upgrade
+
     settings = get_settings()
-    for line in asyncio.run(_prepare()):
-        _out(line)
+    # Migrations go through the safe upgrade: a copy first, put back if one fails.
+    if failed_upgrade() is None and run_upgrade() == EXIT_REFUSED:
+        return 2
+    if failed_upgrade() is None:
+        for line in asyncio.run(first_run()):
+            _out(line)
+    else:
+        _out("the last upgrade failed: serving the maintenance page (see upgrade-failed.json)")
     workers = 1 if settings.embedded else (args.workers or settings.web_workers)
     host, port = args.host or settings.host, args.port or settings.port
     mode = (
@@ -273,6 +290,167 @@ def cmd_users_token(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- backups -----------------------------------------------------------------------------
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def _backup_command(work: Callable[[], Awaitable[Any]]) -> int:
+    """Run a backup action as the operator; restic and backup failures end in one line."""
+    from core.backup.engine import BackupFailed
+    from core.backup.restic import ResticError
+
+    async def main() -> Any:
+        from core.db import bind_tables
+        from core.services import audit
+
+        bind_tables()
+        audit.system_actor.set(f"cli:{getpass.getuser()}")
+        return await work()
+
+    try:
+        asyncio.run(main())
+    except (BackupFailed, ResticError) as exc:
+        return _fail(exc.message)
+    return 0
+
+
+def _say_verified(result: dict[str, Any]) -> None:
+    _out(
+        f"verified: backup {result['snapshot_id'][:8]} restored into a scratch database; "
+        f"migrations and row counts match ({result['seconds']['total']:.1f} s)"
+    )
+
+
+def cmd_backup_now(args: argparse.Namespace) -> int:
+    from core.backup.engine import run_backup, verify_latest
+
+    async def work() -> None:
+        result = await run_backup("manual")
+        if result["initialised"]:
+            _out(
+                "initialised the backup repository (keep its password file safe: "
+                "without it no backup can be read)"
+            )
+        _out(
+            f"backup {result['snapshot_id'][:8]} saved: {_size(result['size_bytes'])} "
+            f"({_size(result['data_added'])} new in the repository) "
+            f"in {result['seconds']['total']:.1f} s"
+        )
+        if result["warning"]:
+            _out(f"warning: {result['warning']}")
+        _say_verified(await verify_latest())
+
+    return _backup_command(work)
+
+
+def cmd_backup_list(args: argparse.Namespace) -> int:
+    from core.backup.engine import list_backups
+
+    async def work() -> None:
+        backups = await asyncio.to_thread(list_backups)
+        if not backups:
+            _out("the repository holds no backup yet")
+        for backup in backups:
+            kind = "postgresql" if backup["dump"] else "sqlite"
+            when = backup["time"][:19].replace("T", " ")
+            _out(f"{backup['short_id']}  {when} UTC  {backup['trigger'] or '-':<12} {kind}")
+
+    return _backup_command(work)
+
+
+def cmd_backup_verify(args: argparse.Namespace) -> int:
+    from core.backup.engine import verify_latest
+
+    async def work() -> None:
+        _say_verified(await verify_latest())
+
+    return _backup_command(work)
+
+
+def cmd_backup_check(args: argparse.Namespace) -> int:
+    from core.backup.engine import run_check
+
+    async def work() -> None:
+        result = await run_check()
+        _out(f"repository check passed (data subset {result['subset']})")
+
+    return _backup_command(work)
+
+
+def _confirmed(prompt: str, expected: set[str]) -> bool:
+    try:
+        answer = input(prompt).strip()
+    except EOFError:  # no terminal: only --yes can confirm
+        answer = ""
+    return bool(answer) and answer in expected
+
+
+def cmd_backup_restore(args: argparse.Namespace) -> int:
+    from core.backup.restore import describe, restore_backup
+
+    found: dict[str, Any] = {}
+
+    async def look() -> None:
+        found["backup"], found["manifest"] = await asyncio.to_thread(describe, args.snapshot)
+
+    failed = _backup_command(look)
+    if failed:
+        return failed
+    backup, manifest = found["backup"], found["manifest"]
+    counts = manifest.get("counts", {})
+    _out(
+        f"backup {backup['short_id']} taken {backup['time'][:19].replace('T', ' ')} UTC "
+        f"({backup['trigger'] or 'manual'}) by Kartoteka {manifest.get('kartoteka_version', '?')}, "
+        f"{manifest.get('database')} database: {counts.get('core_client', '?')} clients, "
+        f"{counts.get('core_deal', '?')} deals, {counts.get('core_attachment', '?')} files"
+    )
+    _out(
+        "Restoring replaces the current database, attachments and settings with the backup's. "
+        "Kartoteka answers 'maintenance' meanwhile; a safety copy of the current data is kept."
+    )
+    expected = {backup["short_id"], backup["id"]}
+    if not args.yes and not _confirmed(
+        f"Type the snapshot id ({backup['short_id']}) to restore it: ", expected
+    ):
+        return _fail("not confirmed: nothing was changed")
+
+    async def work() -> None:
+        result = await restore_backup(backup, manifest, progress=lambda step: _out(f"... {step}"))
+        _out(f"restored backup {backup['short_id']} in {result['seconds']:.1f} s")
+        for label, path in result["kept"].items():
+            _out(f"kept from before the restore ({label}): {path}")
+        if "database" in result["kept"]:
+            _out(f"to undo: kartoteka backup put-back {result['kept']['database']}")
+        _out("Restart Kartoteka so that every process starts from the restored data and settings.")
+
+    return _backup_command(work)
+
+
+def cmd_backup_put_back(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.backup.restore import put_back
+
+    path = Path(args.path).resolve()
+    _out(f"This puts the database kept in {path} (and the files kept with it) back in place.")
+    if not args.yes and not _confirmed("Type yes to go on: ", {"yes"}):
+        return _fail("not confirmed: nothing was changed")
+
+    async def work() -> None:
+        await put_back(path, progress=lambda step: _out(f"... {step}"))
+        _out(f"put back {path}; Kartoteka is out of maintenance")
+
+    return _backup_command(work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kartoteka", description="Kartoteka CRM")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -289,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int)
     run.add_argument("--workers", type=int, help="web processes (server mode only)")
     add("migrate", cmd_migrate, "apply database migrations of the core and enabled plugins")
+    upgrade = add(
+        "upgrade", cmd_upgrade, "copy the database, migrate, and put the copy back on failure"
+    )
+    upgrade.add_argument(
+        "--retry", action="store_true", help="try again after a failed upgrade was rolled back"
+    )
     add("worker", cmd_worker, "run a job worker (server mode: BROKER_URL set)")
     add("scheduler", cmd_scheduler, "run the single periodic-job scheduler (server mode)")
     demo = add("demo", cmd_demo, "load a demo company (clients, deals, tasks)")
@@ -324,6 +508,32 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("username")
     token.add_argument("name")
     token.set_defaults(handler=cmd_users_token)
+    backup = sub.add_parser("backup", help="back up, list, verify, check and restore backups")
+    backup_sub = backup.add_subparsers(dest="backup_command", required=True)
+    backup_sub.add_parser("now", help="back up now, then prove the backup restores").set_defaults(
+        handler=cmd_backup_now
+    )
+    backup_sub.add_parser("list", help="the backups in the repository").set_defaults(
+        handler=cmd_backup_list
+    )
+    backup_sub.add_parser(
+        "verify", help="restore the latest backup into a scratch database and check it"
+    ).set_defaults(handler=cmd_backup_verify)
+    backup_sub.add_parser(
+        "check", help="restic check of the repository (reads a fifth of the data)"
+    ).set_defaults(handler=cmd_backup_check)
+    restore = backup_sub.add_parser(
+        "restore", help="replace the data with a backup's (keeps a safety copy first)"
+    )
+    restore.add_argument("snapshot", help="a snapshot id from `kartoteka backup list`, or latest")
+    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    restore.set_defaults(handler=cmd_backup_restore)
+    put_back = backup_sub.add_parser(
+        "put-back", help="undo a restore: put the safety copy it kept back in place"
+    )
+    put_back.add_argument("path", help="the safety copy's database file (printed by restore)")
+    put_back.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    put_back.set_defaults(handler=cmd_backup_put_back)
     return parser
 
 

@@ -17,6 +17,7 @@ def menu_items(user: dict) -> list[MenuItem]:
         MenuItem(label=_("Pipelines"), href="/admin/pipelines", order=900, permission=PIPELINES),
         MenuItem(label=_("Users"), href="/admin/users", order=910, permission=USERS),
         MenuItem(label=_("Audit log"), href="/admin/audit", order=920, permission=AUDIT),
+        MenuItem(label=_("Backups"), href="/admin/backups", order=930, permission=BACKUPS),
     ]
 
 
@@ -30,6 +31,7 @@ CLIENTS_VIEW, CLIENTS_EDIT, CLIENTS_DELETE = (
 DEALS_VIEW, DEALS_EDIT = "core.deals.view", "core.deals.edit"
 TASKS_VIEW, TASKS_EDIT = "core.tasks.view", "core.tasks.edit"
 EXPORT, PIPELINES, USERS, AUDIT = "core.export", "core.pipelines", "core.users", "core.audit"
+BACKUPS = "core.backups"
 
 
 @hookimpl
@@ -46,6 +48,7 @@ def permissions() -> list[Permission]:
         Permission(PIPELINES, _("Set up pipelines and stages"), ("admin",)),
         Permission(USERS, _("Manage users, roles and teams"), ("admin",)),
         Permission(AUDIT, _("View and export the audit log"), ("admin",)),
+        Permission(BACKUPS, _("Manage backups and restores"), ("admin",)),
     ]
 
 
@@ -104,10 +107,21 @@ def timeline_kinds() -> list[TimelineKind]:
 def scheduled_jobs() -> list[ScheduledJob]:
     # Imported here: importing an actor module declares actors on the job broker,
     # which must not happen merely because the plugin manager was built.
+    from core.backup.jobs import backup_job, check_job
     from core.jobs.reminders import send_due_reminders
     from core.jobs.sessions import clear_expired_sessions
+    from core.runtime import get_runtime
 
-    return [
+    jobs = [
         ScheduledJob(name="core.task_reminders", cron="* * * * *", actor=send_due_reminders),
         ScheduledJob(name="core.expired_sessions", cron="17 3 * * *", actor=clear_expired_sessions),
     ]
+    settings = get_runtime().settings
+    if settings.backup_repository:  # the backup actors are declared either way (admin page)
+        jobs += [
+            ScheduledJob(name="core.backup", cron=settings.backup_schedule, actor=backup_job),
+            ScheduledJob(
+                name="core.backup_check", cron=settings.backup_check_schedule, actor=check_job
+            ),
+        ]
+    return jobs

@@ -19,14 +19,14 @@ from core.runtime import get_runtime
 FLAG_NAME = "maintenance.json"
 
 
-def _flag() -> Path:
-    return get_runtime().settings.data_dir / FLAG_NAME
+def _flag(data_dir: Path | None = None) -> Path:
+    return (data_dir or get_runtime().settings.data_dir) / FLAG_NAME
 
 
-def current() -> dict[str, Any] | None:
+def current(data_dir: Path | None = None) -> dict[str, Any] | None:
     """``{"reason": ..., "since": ..., "kind": ...}`` while maintenance is on, else None."""
     try:
-        return json.loads(_flag().read_text(encoding="utf-8"))
+        return json.loads(_flag(data_dir).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pluggy
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
 
+import core
 from core import default_hooks, hookspecs
 from core.manifest import PluginManifest
 
@@ -108,7 +111,39 @@ def missing_binaries(plugin: InstalledPlugin) -> list[str]:
     return [binary for binary in plugin.manifest.requires_bin if shutil.which(binary) is None]
 
 
+def accepts_core(plugin: InstalledPlugin, core_version: str) -> bool:
+    """Does the plugin declare that it works with this core version (PEP 440)?
+
+    Pre-releases count: a development build of the core must not lock every plugin out.
+    """
+    try:
+        specifier = SpecifierSet(plugin.manifest.core_versions)
+        return specifier.contains(Version(core_version), prereleases=True)
+    except (InvalidSpecifier, InvalidVersion):
+        return False  # an unreadable declaration promises nothing
+
+
+def incompatible_with_core(
+    plugins: Iterable[InstalledPlugin], core_version: str | None = None
+) -> list[str]:
+    """One plain sentence per plugin that does not accept the core version."""
+    version = core_version or core.__version__
+    return [
+        f"plugin {plugin.name} {plugin.manifest.version} works with core versions "
+        f"{plugin.manifest.core_versions!r}, not with {version}"
+        for plugin in plugins
+        if not accepts_core(plugin, version)
+    ]
+
+
 def check_loadable(plugins: Iterable[InstalledPlugin]) -> None:
+    plugins = list(plugins)
+    incompatible = incompatible_with_core(plugins)
+    if incompatible:
+        raise PluginError(
+            "; ".join(incompatible) + ": use a plugin version made for this core, "
+            "or keep the plugin disabled"
+        )
     problems = [
         f"{plugin.name} needs {', '.join(missing)} on PATH"
         for plugin in plugins

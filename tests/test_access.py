@@ -76,6 +76,8 @@ async def test_every_route_requires_login_and_its_permission(app: Any, client: A
         "POST /login",
         "POST /p/sample/hook",
         "GET /static/{file_path:path}",
+        "GET /healthz",
+        "GET /readyz",
         *{f"{m} {p}" for m, p, h in routes if p.startswith("/login/")},
     }, "public routes are few and deliberate"
     for method, path, handler in routes:

@@ -376,3 +376,30 @@ async def test_expired_sessions_are_cleared(db: None, manager: dict[str, Any]) -
     assert await delete_expired_sessions() == 1
     assert await users.user_for_session(current) is not None
     assert await Session.count() == 1
+
+
+def test_jobs_wait_while_maintenance_is_on(broker, runtime, monkeypatch):
+    """A job that comes up during a restore runs after it, not during it, and is not lost."""
+    from core import maintenance
+    from core.jobs.broker import PauseDuringMaintenance
+
+    monkeypatch.setattr(PauseDuringMaintenance, "RETRY_AFTER_MS", 300)
+    broker.add_middleware(PauseDuringMaintenance(runtime.settings.data_dir))
+    seen = []
+
+    @dramatiq.actor(broker=broker)
+    def touch(value):
+        seen.append(value)
+
+    maintenance.enter("restore", "restoring")
+    worker = started(broker)
+    try:
+        touch.send("late")
+        time.sleep(1.0)
+        assert seen == [], "nothing ran during maintenance"
+        maintenance.leave()
+        broker.join(touch.queue_name, timeout=5000)
+    finally:
+        maintenance.leave()
+        worker.stop()
+    assert seen == ["late"]

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import dramatiq
 from dramatiq.broker import Broker
+from dramatiq.middleware import SkipMessage
 from dramatiq.middleware.asyncio import AsyncIO
 
+from core import maintenance
 from core.jobs.sqlite_broker import SQLiteBroker
 from core.settings import Settings, SettingsError
 
@@ -28,6 +31,14 @@ _broker_key: str | None = None
 
 def _key(settings: Settings) -> str:
     return settings.broker_url or f"sqlite:///{settings.data_dir / JOBS_DB}"
+
+
+def _safe(url: str | None) -> str:
+    """The URL without its password, for logs."""
+    if not url or "@" not in url:
+        return url or ""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 def build_broker(settings: Settings) -> Broker:
@@ -47,7 +58,24 @@ def build_broker(settings: Settings) -> Broker:
     else:
         raise SettingsError(f"BROKER_URL {url!r}: expected redis://, rediss:// or amqp://")
     broker.add_middleware(AsyncIO())  # lets actors be `async def`
+    broker.add_middleware(PauseDuringMaintenance(settings.data_dir))
     return broker
+
+
+class PauseDuringMaintenance(dramatiq.Middleware):
+    """No job touches the database while a restore or an upgrade replaces it: a job that
+    comes up then is put back on its queue for later instead of running (or being lost)."""
+
+    RETRY_AFTER_MS = 30_000
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def before_process_message(self, broker: Broker, message: dramatiq.Message) -> None:
+        if maintenance.current(self.data_dir) is None:
+            return
+        broker.enqueue(message.copy(), delay=self.RETRY_AFTER_MS)
+        raise SkipMessage()
 
 
 def setup_broker(settings: Settings) -> Broker:
@@ -66,7 +94,7 @@ def setup_broker(settings: Settings) -> Broker:
         broker = build_broker(settings)
         old = _broker
         if old is not None:
-            log.info("job broker replaced: %s -> %s", _broker_key, key)
+            log.info("job broker replaced: %s -> %s", _safe(_broker_key), _safe(key))
             for declared in list(old.actors.values()):
                 declared.broker = broker
                 broker.declare_actor(declared)

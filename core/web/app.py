@@ -20,7 +20,7 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from core import __version__, events, i18n
+from core import __version__, events, i18n, maintenance
 from core.access import ANY_USER
 from core.db import bind_tables, get_engine
 from core.runtime import Runtime, get_runtime, set_runtime
@@ -145,9 +145,13 @@ def create_app(
 
     async def on_startup() -> None:
         bind_tables()
-        await _offer_new_permissions()
         i18n.load_catalogs(settings.languages, locale_dirs)
         events.set_dispatcher(dispatch)
+        if maintenance.current():
+            # A failed upgrade left the database at an older schema: serve the 503 page
+            # with the reason, and start nothing that would touch the data.
+            return
+        await _offer_new_permissions()
         if db_pool:
             await get_engine().start_connection_pool()  # type: ignore[attr-defined]
         if run_jobs:

@@ -11,16 +11,19 @@ def all_handlers() -> list[Any]:
         api,
         audit_log,
         auth,
+        backups,
         clients,
         dashboard,
         deals,
         exports,
         files,
+        health,
         notifications,
         tasks,
     )
 
     modules = [
+        health,
         auth,
         dashboard,
         clients,
@@ -32,5 +35,6 @@ def all_handlers() -> list[Any]:
         admin,
         audit_log,
         exports,
+        backups,
     ]
     return [handler for module in modules for handler in module.HANDLERS]

@@ -1,0 +1,1 @@
+"""Benchmarks: a generated dataset and timed requests against a real `kartoteka run`."""

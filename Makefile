@@ -50,6 +50,13 @@ test-appliance: $(STAMP) ## build the appliance image with podman, run it, back 
 	bash scripts/check-services.sh
 	KARTOTEKA_TEST_APPLIANCE=1 $(BIN)/pytest -q -s -m appliance tests/test_appliance_image.py
 
+.PHONY: bench
+bench: bench-scope bench-backup ## every benchmark (PostgreSQL at 1M clients; minutes)
+
+.PHONY: bench-backup
+bench-backup: $(STAMP) ## time a backup and its verified restore at 1M clients on PostgreSQL
+	$(BIN)/python -m bench.backup $(BENCH_ARGS)
+
 .PHONY: bench-scope
 bench-scope: $(STAMP) ## time lists and search per role at 1M clients on PostgreSQL (bench/README.md)
 	$(BIN)/python -m bench.scoped_lists $(BENCH_ARGS)

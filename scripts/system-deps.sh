@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs (headless Chromium for the
-# end-to-end tests, restic and pg_dump/pg_restore for the backup tests).
-# Idempotent: does nothing when everything is present, so `make test` stays fast
-# on a prepared machine. Needs root (or sudo) only when
+# end-to-end tests, restic and pg_dump/pg_restore for the backup tests), or the
+# packages given as arguments. Idempotent: does nothing when everything is present,
+# so `make test` stays fast on a prepared machine. Needs root (or sudo) only when
 # something is missing.
 set -euo pipefail
 
 packages=(chromium restic postgresql-client)
+[ $# -gt 0 ] && packages=("$@")
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -70,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else f"server (broker {settings.broker_url.split('@')[-1]})"
     )
     _out(f"Kartoteka on http://{host}:{port}  mode: {mode}  data: {settings.data_dir}")
-    uvicorn.run(
+    config = uvicorn.Config(
         "core.web.asgi:app",
         host=host,
         port=port,
@@ -78,6 +79,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_level="debug" if settings.debug else "info",
         proxy_headers=True,
     )
+    if workers == 1:
+        uvicorn.Server(config).run()
+        return 0
+    from uvicorn.supervisors import Multiprocess
+
+    # The shared listening socket must have Nagle off: uvicorn's worker processes do not
+    # set it, and every keep-alive response then waits ~40 ms for the client's delayed ACK.
+    listener = config.bind_socket()
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Multiprocess(config, sockets=[listener]).run()
     return 0
 
 

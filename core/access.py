@@ -13,6 +13,7 @@ sees everything.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -170,13 +171,9 @@ async def for_user(user: dict[str, Any] | None) -> Access:
 
     if not user:
         return ANONYMOUS
-    role = await Role.select().where(Role.code == user["role"]).first() or {}
-    role = {
-        **role,
-        "permissions": frozenset(_json(role.get("permissions"), [])),
-        "scopes": _json(role.get("scopes"), {}),
-        "hidden_fields": frozenset(_json(role.get("hidden_fields"), [])),
-    }
+    role = decode_role(await Role.select().where(Role.code == user["role"]).first() or {})
+    role["permissions"] = frozenset(role["permissions"])
+    role["hidden_fields"] = frozenset(role["hidden_fields"])
     team_ids: frozenset[int] = frozenset()
     if user.get("team") and "team" in role["scopes"].values():
         rows = await User.select(User.id).where(User.team == user["team"])
@@ -184,9 +181,9 @@ async def for_user(user: dict[str, Any] | None) -> Access:
     return Access(user=user, role=role, team_user_ids=team_ids)
 
 
-def _json(value: Any, default: Any) -> Any:
-    import json
-
-    if value is None or value == "":
-        return default
-    return json.loads(value) if isinstance(value, str) else value
+def decode_role(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``core_role`` row with its JSON columns as Python values (SQLite hands back text)."""
+    for key, default in (("permissions", []), ("scopes", {}), ("hidden_fields", []), ("seen", [])):
+        value = row.get(key)
+        row[key] = json.loads(value) if isinstance(value, str) and value else value or default
+    return row

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -17,9 +16,7 @@ _CODE = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 
 
 def _load(row: dict[str, Any]) -> dict[str, Any]:
-    for key, default in (("permissions", []), ("scopes", {}), ("hidden_fields", []), ("seen", [])):
-        value = row.get(key)
-        row[key] = json.loads(value) if isinstance(value, str) and value else value or default
+    access.decode_role(row)
     if not row.get("name"):  # a built-in role nobody renamed: named in the reader's language
         row["name"] = str(access.BUILTIN_ROLES.get(row["code"], row["code"]))
     return row

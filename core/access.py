@@ -61,6 +61,9 @@ class Access:
     role: dict[str, Any] = field(default_factory=dict)
     team_user_ids: frozenset[int] = frozenset()
     system: bool = False
+    checked_clients: set[int] = field(default_factory=set, compare=False)
+    """Clients this request already found visible, so a card's panels do not each ask
+    again. Never filled for the shared system access (jobs may outlive a deletion)."""
 
     @property
     def user_id(self) -> int | None:
@@ -122,6 +125,10 @@ class Access:
         ids = ", ".join(str(int(i)) for i in sorted(owners)) or "0"
         column = client_column._meta.get_full_name(with_alias=False)
         return WhereRaw(f"{column} IN (SELECT id FROM core_client WHERE responsible IN ({ids}))")
+
+    def remember_visible(self, client_id: int) -> None:
+        if self.user is not None:
+            self.checked_clients.add(client_id)
 
     def sees_owner(self, record_type: str, *owner_ids: int | None) -> bool:
         owners = self.visible_owners(record_type)

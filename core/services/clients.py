@@ -239,20 +239,27 @@ async def get_client(client_id: int) -> dict[str, Any]:
 
 async def _visible_client(client_id: int) -> dict[str, Any]:
     row = await _load_client(client_id)
-    if not access.current().sees_owner("client", row["responsible"]):
+    me = access.current()
+    if not me.sees_owner("client", row["responsible"]):
         raise NotFound(client_id)
+    me.remember_visible(client_id)
     return row
 
 
 async def ensure_visible(client_id: int) -> None:
-    """NotFound unless the client exists and the current user may see it (one small query)."""
+    """NotFound unless the client exists and the current user may see it (one small query,
+    none when this request already loaded the client)."""
+    me = access.current()
+    if client_id in me.checked_clients:
+        return
     row = (
         await Client.select(Client.responsible)
         .where((Client.id == client_id) & Client.deleted_at.is_null())
         .first()
     )
-    if row is None or not access.current().sees_owner("client", row["responsible"]):
+    if row is None or not me.sees_owner("client", row["responsible"]):
         raise NotFound(client_id)
+    me.remember_visible(client_id)
 
 
 async def _load_client(client_id: int) -> dict[str, Any]:

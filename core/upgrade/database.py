@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from core.backup.database import pg_conninfo
+from core.backup.database import DatabaseError, pg_conninfo, sqlite_copy
 from core.db import prepare_sqlite
 from core.settings import Settings
 
@@ -144,17 +144,13 @@ class SqliteDatabase:
     def _copy(self, destination: Path) -> DatabaseState:
         partial = _partial(destination)
         try:
-            with (
-                closing(sqlite3.connect(self.path, timeout=30)) as live,
-                closing(sqlite3.connect(partial)) as copy,
-            ):
-                live.backup(copy)
-                copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            sqlite_copy(self.path, partial)
+            with closing(sqlite3.connect(partial)) as copy:
                 (check,) = copy.execute("PRAGMA quick_check").fetchone()
                 if check != "ok":
                     raise sqlite3.DatabaseError(f"the copy does not pass SQLite's check: {check}")
                 state = _sqlite_state(copy)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, DatabaseError) as exc:
             partial.unlink(missing_ok=True)
             raise DatabaseCopyError(f"SQLite: {exc}") from exc
         os.replace(partial, destination)

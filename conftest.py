@@ -1,0 +1,3 @@
+"""Root conftest: the shared fixtures serve both tests/ and every plugins/*/tests/."""
+
+pytest_plugins = ["tests.fixtures"]

@@ -110,6 +110,7 @@ def scheduled_jobs() -> list[ScheduledJob]:
     from core.backup.jobs import backup_job, check_job
     from core.jobs.reminders import send_due_reminders
     from core.jobs.sessions import clear_expired_sessions
+    from core.jobs.statistics import refresh_planner_statistics
     from core.runtime import get_runtime
 
     jobs = [
@@ -117,6 +118,12 @@ def scheduled_jobs() -> list[ScheduledJob]:
         ScheduledJob(name="core.expired_sessions", cron="17 3 * * *", actor=clear_expired_sessions),
     ]
     settings = get_runtime().settings
+    if settings.is_sqlite:
+        jobs.append(
+            ScheduledJob(
+                name="core.planner_statistics", cron="41 3 * * *", actor=refresh_planner_statistics
+            )
+        )
     if settings.backup_repository:  # the backup actors are declared either way (admin page)
         jobs += [
             ScheduledJob(name="core.backup", cron=settings.backup_schedule, actor=backup_job),

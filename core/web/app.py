@@ -22,7 +22,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from core import __version__, events, i18n, maintenance
 from core.access import ANY_USER
-from core.db import bind_tables, get_engine
+from core.db import ReusingSQLiteEngine, bind_tables, get_engine, refresh_statistics
 from core.runtime import Runtime, get_runtime, set_runtime
 from core.services.common import NotFound
 from core.validation import ValidationError
@@ -152,6 +152,7 @@ def create_app(
             # with the reason, and start nothing that would touch the data.
             return
         await _offer_new_permissions()
+        await refresh_statistics(only_if_missing=True)
         if db_pool:
             await get_engine().start_connection_pool()  # type: ignore[attr-defined]
         if run_jobs:
@@ -172,6 +173,9 @@ def create_app(
         events.set_dispatcher(None)
         if db_pool:
             await get_engine().close_connection_pool()  # type: ignore[attr-defined]
+        engine = get_engine()
+        if isinstance(engine, ReusingSQLiteEngine):
+            await engine.close_shared_connections()
 
     return Litestar(
         route_handlers=[

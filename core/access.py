@@ -172,13 +172,16 @@ def acting_as(access: Access) -> Iterator[Access]:
         _current.reset(token)
 
 
-async def for_user(user: dict[str, Any] | None) -> Access:
-    """Load the role (one row) and, when a scope needs it, the user's team."""
+async def for_user(user: dict[str, Any] | None, role_row: dict[str, Any] | None = None) -> Access:
+    """Load the role (one row, unless the caller has it) and, when a scope needs it,
+    the user's team."""
     from core.tables import Role, User
 
     if not user:
         return ANONYMOUS
-    role = decode_role(await Role.select().where(Role.code == user["role"]).first() or {})
+    if role_row is None or role_row.get("code") is None:
+        role_row = await Role.select().where(Role.code == user["role"]).first()
+    role = decode_role(dict(role_row or {}))
     role["permissions"] = frozenset(role["permissions"])
     role["hidden_fields"] = frozenset(role["hidden_fields"])
     team_ids: frozenset[int] = frozenset()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -13,7 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from core.i18n import _
 from core.services import audit, login_guard, roles
 from core.services.common import NotFound, as_utc, utcnow, write
-from core.tables import Session, User
+from core.tables import Role, Session, User
 from core.validation import Form, ValidationError, choice, text
 
 SESSION_LIFETIME = timedelta(days=14)
@@ -167,6 +168,48 @@ async def _session_user(token: str, pending: bool) -> dict[str, Any] | None:
 async def user_for_session(token: str) -> dict[str, Any] | None:
     """The logged-in user; None for a session still waiting for its second factor."""
     return await _session_user(token, pending=False)
+
+
+@lru_cache(maxsize=1)
+def _identity_sql() -> str:
+    def quoted(name: str) -> str:
+        return '"' + name + '"'
+
+    hidden = {User.password_hash._meta.db_column_name, User.totp_secret._meta.db_column_name}
+    user_columns = [
+        f"u.{quoted(c._meta.db_column_name)}"
+        for c in User._meta.columns
+        if c._meta.db_column_name not in hidden
+    ]
+    role_columns = [
+        f"r.{quoted(c._meta.db_column_name)} AS {quoted(ROLE_PREFIX + c._meta.db_column_name)}"
+        for c in Role._meta.columns
+    ]
+    return (
+        f"SELECT s.expires_at AS session__expires_at, s.mfa_pending AS session__mfa_pending, "
+        f"{', '.join(user_columns + role_columns)} "
+        f"FROM {Session._meta.tablename} s "
+        f'JOIN {User._meta.tablename} u ON u.id = s."user" '
+        f"LEFT JOIN {Role._meta.tablename} r ON r.code = u.role "
+        "WHERE s.token_hash = {}"
+    )
+
+
+ROLE_PREFIX = "role__"
+
+
+async def session_identity(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The logged-in user and their role's row, in one round trip (every request asks)."""
+    rows = await Session.raw(_identity_sql(), _token_hash(token))
+    if not rows:
+        return None
+    row = rows[0]
+    if row.pop("session__mfa_pending") or not row["active"]:
+        return None
+    if as_utc(row.pop("session__expires_at")) < utcnow():
+        return None
+    role = {k.removeprefix(ROLE_PREFIX): row.pop(k) for k in list(row) if k.startswith(ROLE_PREFIX)}
+    return row, role
 
 
 async def pending_user(token: str) -> dict[str, Any] | None:

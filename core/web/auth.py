@@ -56,21 +56,30 @@ def _header(scope: Scope, name: bytes) -> str:
 
 
 async def identify(scope: Scope) -> dict[str, Any] | None:
+    """The request's user, or None."""
+    return (await identify_with_role(scope))[0]
+
+
+async def identify_with_role(
+    scope: Scope,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The request's user and, for a browser session, their role's row (one query)."""
     authorization = _header(scope, b"authorization")
     if authorization.lower().startswith("bearer "):
-        return await _user_for_bearer(authorization[7:].strip())
+        return await _user_for_bearer(authorization[7:].strip()), None
     if scope.get("path", "").startswith("/api/") and scope.get("method") not in ("GET", "HEAD"):
-        return None  # the API is CSRF-exempt, so it must never act on a cookie alone
+        return None, None  # the API is CSRF-exempt, so it must never act on a cookie alone
     cookie_header = _header(scope, b"cookie")
     if not cookie_header:
-        return None
+        return None, None
     cookies: SimpleCookie = SimpleCookie()
     try:
         cookies.load(cookie_header)
     except Exception:
-        return None
+        return None, None
     morsel = cookies.get(SESSION_COOKIE)
-    return await users.user_for_session(morsel.value) if morsel else None
+    identity = await users.session_identity(morsel.value) if morsel else None
+    return identity or (None, None)
 
 
 def auth_middleware(app: ASGIApp) -> ASGIApp:
@@ -79,8 +88,8 @@ def auth_middleware(app: ASGIApp) -> ASGIApp:
             scope["user"] = None  # type: ignore[typeddict-unknown-key]
             await app(scope, receive, send)
             return
-        user = await identify(scope)
-        user_access = await access.for_user(user)
+        user, role_row = await identify_with_role(scope)
+        user_access = await access.for_user(user, role_row)
         scope["user"] = user  # type: ignore[typeddict-unknown-key]
         scope["access"] = user_access  # type: ignore[typeddict-unknown-key]
         settings = get_runtime().settings

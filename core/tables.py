@@ -94,18 +94,18 @@ class Client(Table, tablename="core_client"):
     id: Serial
     kind = Varchar(length=16, default="company")
     name = Varchar(length=255)
-    name_search = Varchar(length=255, index=True)
+    name_search = Varchar(length=255)
     legal_name = Varchar(length=255, default="")
     inn = Varchar(length=12, default="", index=True)
     kpp = Varchar(length=9, default="")
     address = Varchar(length=500, default="")
     source = Varchar(length=64, default="", index=True)
     notes = Text(default="")
-    responsible = ForeignKey(references=User, on_delete=OnDelete.restrict, index=True)
+    responsible = ForeignKey(references=User, on_delete=OnDelete.restrict)
     created_by = ForeignKey(references=User, on_delete=OnDelete.set_null, null=True)
     created_at = Timestamptz()
     updated_at = Timestamptz()
-    last_activity_at = Timestamptz(index=True)
+    last_activity_at = Timestamptz()
     deleted_at = Timestamptz(null=True, default=None)
 
 

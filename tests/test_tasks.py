@@ -183,12 +183,17 @@ async def test_my_tasks_views(manager, admin):
     assert today[0]["overdue"] and not today[1]["overdue"]
     assert titles_of(await tasks.my_tasks(manager["id"], "upcoming", now)) == ["tomorrow"]
     assert titles_of(await tasks.my_tasks(manager["id"], "done", now)) == ["finished"]
-    assert await tasks.counts(manager["id"], now) == {
-        "today": 2,
-        "overdue": 1,
-        "upcoming": 1,
-        "done": 1,
-    }
+    assert await tasks.counts(manager["id"], now) == {"today": 2, "overdue": 1, "upcoming": 1}
+
+
+async def test_tab_badges_stop_counting_at_the_cap(as_manager, manager, monkeypatch):
+    monkeypatch.setattr(tasks, "COUNT_CAP", 2)
+    tomorrow = _local(utcnow() + timedelta(days=2))
+    for n in range(4):
+        await tasks.create_task(_data(title=f"later {n}", due_at=tomorrow), manager["id"])
+    assert (await tasks.counts(manager["id"]))["upcoming"] == 3
+    page = await as_manager.get("/tasks?view=upcoming")
+    assert '<span class="badge">2+</span>' in page.text
 
 
 # --- web ---------------------------------------------------------------------------------

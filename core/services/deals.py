@@ -7,6 +7,7 @@ validated here (never trusted from the browser) and recorded on the timeline.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -594,9 +595,9 @@ async def board(pipeline_id: int, responsible: int | None = None) -> dict[str, A
     for row in await Deal.raw(sql + " GROUP BY d.stage, d.currency", *args):
         counts[row["stage"]] = counts.get(row["stage"], 0) + int(row["n"])
         sums.setdefault(row["stage"], {})[row["currency"]] = int(row["total"] or 0)
-    columns = []
-    for stage in pipeline["stages"]:
-        deals = await (
+
+    def recent(stage: dict[str, Any]) -> Any:
+        return (
             Deal.select(
                 Deal.id,
                 Deal.title,
@@ -611,6 +612,11 @@ async def board(pipeline_id: int, responsible: int | None = None) -> dict[str, A
             .order_by(Deal.updated_at, Deal.id, ascending=False)
             .limit(BOARD_CAP)
         )
+
+    # One query per column, concurrent on PostgreSQL's pool (index core_deal_stage_recent).
+    found = await asyncio.gather(*(recent(stage).run() for stage in pipeline["stages"]))
+    columns = []
+    for stage, deals in zip(pipeline["stages"], found, strict=True):
         count = counts.get(stage["id"], 0)
         columns.append(
             {

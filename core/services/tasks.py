@@ -13,6 +13,7 @@ expects "today" to end at midnight Moscow time, not UTC. The views of `my_tasks`
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -308,10 +309,22 @@ async def my_tasks(
     return [_normalise(row, now) for row in await query.limit(limit)]
 
 
+COUNT_CAP = 99
+"""A tab badge counts this far and then shows "99+": a manager with years of tasks
+must not pay for counting all of them on every visit."""
+
+
 async def counts(user_id: int, now: datetime | None = None) -> dict[str, int]:
-    """How many tasks each view holds (the tab badges)."""
+    """How many open tasks each view holds, up to ``COUNT_CAP + 1`` (the tab badges;
+    the "done" tab shows none)."""
     now = as_utc(now) if now else utcnow()
-    return {view: await Task.count().where(_view_condition(view, user_id, now)) for view in VIEWS}
+    views = [view for view in VIEWS if view != "done"]
+
+    async def capped(view: str) -> int:
+        query = Task.select(Task.id).where(_view_condition(view, user_id, now))
+        return len(await query.limit(COUNT_CAP + 1))
+
+    return dict(zip(views, await asyncio.gather(*map(capped, views)), strict=True))
 
 
 async def link_names(client_id: int | None, deal_id: int | None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -71,15 +72,18 @@ async def task_list(
         raise NotFound(who)
     view = view if view in tasks.VIEWS else "today"
     now = utcnow()
-    people = await visible_people("task")
+    people, rows, counts = await asyncio.gather(
+        visible_people("task"), tasks.my_tasks(who, view, now), tasks.counts(who, now)
+    )
     return render(
         request,
         "core/tasks/list.html",
         view=view,
         assignee=who,
         people=people if len(people) > 1 else [],
-        rows=await tasks.my_tasks(who, view, now),
-        counts=await tasks.counts(who, now),
+        rows=rows,
+        counts=counts,
+        count_cap=tasks.COUNT_CAP,
         limit=tasks.LIMIT,
         priorities=tasks.priority_labels(),
     )

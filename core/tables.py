@@ -169,6 +169,18 @@ class Deal(Table, tablename="core_deal"):
     deleted_at = Timestamptz(null=True, default=None)
 
 
+class DealTotal(Table, tablename="core_deal_total"):
+    """How many live deals, and their sum, per stage, responsible and currency; kept by
+    core.services.deal_totals so the board does not aggregate every deal."""
+
+    id: Serial
+    stage = ForeignKey(references=Stage, on_delete=OnDelete.cascade)
+    responsible = ForeignKey(references=User, on_delete=OnDelete.cascade)
+    currency = Varchar(length=3)
+    deals = Integer(default=0)
+    amount_minor = BigInt(default=0)
+
+
 class Task(Table, tablename="core_task"):
     id: Serial
     title = Varchar(length=255)
@@ -272,6 +284,7 @@ CORE_TABLES: list[type[Table]] = [
     Pipeline,
     Stage,
     Deal,
+    DealTotal,
     Task,
     TimelineEntry,
     Attachment,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from core.services import clients, dashboard, tasks
+from core.services import clients, dashboard, deal_totals, tasks
 from core.services.common import utcnow
 from core.tables import Deal, Pipeline, Stage
 
@@ -41,6 +41,7 @@ async def _deals(manager: dict[str, Any], client_id: int) -> None:
                 deleted_at=deleted,
             )
         )
+    await deal_totals.rebuild()  # rows written behind the deals service's back
 
 
 async def _setup(manager: dict[str, Any]) -> int:

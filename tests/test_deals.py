@@ -467,3 +467,53 @@ async def test_timeline_templates(as_manager, deal_kinds, pipeline, manager, com
     deal_card = (await as_manager.get(f"/deals/{deal_id}")).text
     assert "Qualified → <strong>Lost</strong>" in deal_card
     assert "1,500.50" in card
+
+
+# --- board totals ---------------------------------------------------------------------------
+
+
+async def _totals_match_the_deals() -> dict[tuple[int, int, str], tuple[int, int]]:
+    """core_deal_total as kept by the services must equal a count from scratch."""
+    from core.services import deal_totals
+    from core.tables import DealTotal
+
+    kept = {
+        (r["stage"], r["responsible"], r["currency"]): (r["deals"], r["amount_minor"])
+        for r in await DealTotal.select()
+        if r["deals"] or r["amount_minor"]
+    }
+    counted = {
+        key: (deals, amount) for key, deals, amount in await deal_totals.of_deals("1 = {}", 1)
+    }
+    assert kept == counted
+    return kept
+
+
+async def test_board_totals_follow_every_change(pipeline, company, manager, admin) -> None:
+    from core import access
+    from core.services import clients, deals, user_admin
+
+    first = await _deal(manager, company)
+    second = await _deal(manager, company, amount="100", currency="EUR")
+    await _totals_match_the_deals()
+    await deals.update_deal(
+        first, {"title": "Поставка", "client": company, "amount": "2000"}, manager["id"]
+    )
+    await deals.move_deal(second, _stage(pipeline, "Proposal"), manager["id"])
+    await _totals_match_the_deals()
+    board = await deals.board(pipeline["id"])
+    proposal = next(s for s in board["stages"] if s["name"] == "Proposal")
+    assert proposal["count"] == 1 and proposal["totals"] == [("EUR", 10000)]
+    await deals.delete_deal(first, manager["id"])
+    await _totals_match_the_deals()
+    other = await clients.create_client(
+        {"kind": "person", "name": "Пётр", "responsible": manager["id"]}, manager["id"]
+    )
+    await _deal(manager, other, amount="7")
+    with access.acting_as(await access.for_user(admin)):
+        await user_admin.deactivate(manager["id"], {"receiver": str(admin["id"])})
+    kept = await _totals_match_the_deals()
+    assert {owner for _stage_id, owner, _cur in kept} == {admin["id"]}
+    await clients.delete_client(company, admin["id"])
+    kept = await _totals_match_the_deals()
+    assert sum(deals for deals, _amount in kept.values()) == 1  # only the other client's deal

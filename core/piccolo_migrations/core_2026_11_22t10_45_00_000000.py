@@ -4,7 +4,6 @@ See docs/performance.md for which page uses which index.
 """
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.table import Table
 
 ID = "2026-11-22T10:45:00:000000"
 VERSION = "1.38.0"
@@ -31,16 +30,16 @@ INDEXES = [
 ]
 
 
-class RawTable(Table):
-    pass
-
-
 async def forwards():
+    # The engine of the current install, looked up when the migration runs (a Table
+    # class declared here would keep the engine of the first database it saw).
+    from core.db import get_engine
+
     manager = MigrationManager(migration_id=ID, app_name="core", description=DESCRIPTION)
 
     async def create_indexes():
         for statement in INDEXES:
-            await RawTable.raw(statement)
+            await get_engine().run_ddl(statement)
 
     manager.add_raw(create_indexes)
     return manager

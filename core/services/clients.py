@@ -15,7 +15,7 @@ from piccolo.columns.combination import WhereRaw
 from core import access, events
 from core.i18n import _
 from core.runtime import get_runtime
-from core.services import audit, timeline
+from core.services import audit, deal_totals, timeline
 from core.services.common import NotFound, as_utc, utcnow, write
 from core.tables import Client, ClientTag, Contact, ContactPoint, User
 from core.validation import (
@@ -228,6 +228,10 @@ async def delete_client(client_id: int, actor_id: int | None) -> None:
     """Soft delete: the card disappears, the data stays restorable by an admin."""
     client = await get_client(client_id)
     async with write():
+        # Its deals leave the board with it (before the client is marked deleted).
+        await deal_totals.add(
+            deal_totals.negated(await deal_totals.of_deals("c.id = {}", client_id))
+        )
         await Client.update({Client.deleted_at: utcnow()}).where(Client.id == client_id)
         await audit.record("client.delete", "client", client_id, client["name"])
         events.emit(events.ClientDeleted(client_id=client_id, actor_id=actor_id))

@@ -15,7 +15,7 @@ from typing import Any
 from core import access, events
 from core.i18n import _
 from core.runtime import get_runtime
-from core.services import audit, timeline
+from core.services import audit, deal_totals, timeline
 from core.services.common import NotFound, as_utc, utcnow, write
 from core.tables import Client, Deal, Pipeline, Stage, User
 from core.validation import (
@@ -343,6 +343,7 @@ async def create_deal(data: dict[str, Any], actor_id: int | None) -> int:
             Deal(**values, closed_at=closed_at, created_at=now, updated_at=now)
         ).returning(Deal.id)
         deal_id = int(rows[0]["id"])
+        await deal_totals.add([deal_totals.delta(values, +1)])
         await timeline.add_entry(
             values["client"],
             "deal.created",
@@ -372,12 +373,17 @@ async def update_deal(deal_id: int, data: dict[str, Any], actor_id: int | None) 
     if not changed:
         return
     async with write():
+        counted = await Deal.select(*TOTAL_COLUMNS).where(Deal.id == deal_id).first()
         await Deal.update(
             {
                 **{getattr(Deal, key): values[key] for key in changed},
                 Deal.updated_at: utcnow(),
             }
         ).where(Deal.id == deal_id)
+        if counted and set(changed) & {"responsible", "currency", "amount_minor"}:
+            await deal_totals.add(
+                [deal_totals.delta(counted, -1), deal_totals.delta({**counted, **values}, +1)]
+            )
         await timeline.add_entry(
             before["client"],
             "deal.updated",
@@ -392,11 +398,20 @@ async def delete_deal(deal_id: int, actor_id: int | None) -> None:
     """Soft delete: the deal disappears from boards and lists, the data stays."""
     deal = await get_deal(deal_id)
     async with write():
-        await Deal.update({Deal.deleted_at: utcnow()}).where(Deal.id == deal_id)
+        deleted = (
+            await Deal.update({Deal.deleted_at: utcnow()})
+            .where((Deal.id == deal_id) & Deal.deleted_at.is_null())
+            .returning(*TOTAL_COLUMNS)
+        )
+        await deal_totals.add([deal_totals.delta(row, -1) for row in deleted])
         await timeline.add_entry(
             deal["client"], "deal.deleted", {"title": deal["title"]}, actor_id, deal_id=deal_id
         )
         await audit.record("deal.delete", "deal", deal_id, deal["title"])
+
+
+TOTAL_COLUMNS = (Deal.stage, Deal.responsible, Deal.currency, Deal.amount_minor)
+"""What a deal contributes to core_deal_total."""
 
 
 def _deal_columns() -> list[Any]:
@@ -490,7 +505,9 @@ async def move_deal(
             raise ValidationError({"lost_reason": _("Say why the deal was lost.")})
     async with write():
         current = (
-            await Deal.select(Deal.stage, Deal.title, Deal.client).where(Deal.id == deal_id).first()
+            await Deal.select(*TOTAL_COLUMNS, Deal.title, Deal.client)
+            .where(Deal.id == deal_id)
+            .first()
         )
         if current is None:
             raise NotFound(deal_id)
@@ -513,6 +530,9 @@ async def move_deal(
         )
         if not updated:
             raise ValidationError({"stage": _("The deal was changed meanwhile; try again.")})
+        await deal_totals.add(
+            [deal_totals.delta(current, -1), deal_totals.delta({**current, "stage": target_id}, +1)]
+        )
         client_id = current["client"]
         await timeline.add_entry(
             client_id,
@@ -579,20 +599,22 @@ async def board(pipeline_id: int, responsible: int | None = None) -> dict[str, A
         condition = condition & (Deal.responsible == responsible)
     sums: dict[int, dict[str, int]] = {}
     counts: dict[int, int] = {}
+    stage_ids = ", ".join(str(int(stage["id"])) for stage in pipeline["stages"]) or "0"
     sql = (
-        "SELECT d.stage AS stage, d.currency AS currency, COUNT(*) AS n, "
-        "SUM(d.amount_minor) AS total FROM core_deal d JOIN core_client c ON c.id = d.client "
-        "WHERE d.pipeline = {} AND d.deleted_at IS NULL AND c.deleted_at IS NULL"
+        "SELECT t.stage AS stage, t.currency AS currency, SUM(t.deals) AS n, "
+        f"SUM(t.amount_minor) AS total FROM core_deal_total t WHERE t.stage IN ({stage_ids})"
     )
-    args: list[Any] = [pipeline_id]
+    args: list[Any] = []
     if responsible:
-        sql += " AND d.responsible = {}"
+        sql += " AND t.responsible = {}"
         args.append(responsible)
     owners = access.current().visible_owners("deal")
     if owners is not None:
-        sql += f" AND d.responsible IN ({', '.join(str(int(o)) for o in sorted(owners)) or '0'})"
+        sql += f" AND t.responsible IN ({', '.join(str(int(o)) for o in sorted(owners)) or '0'})"
     amounts_hidden = access.current().hides("deal.amount")
-    for row in await Deal.raw(sql + " GROUP BY d.stage, d.currency", *args):
+    for row in await Deal.raw(sql + " GROUP BY t.stage, t.currency", *args):
+        if not int(row["n"]):
+            continue  # every deal of that currency left the stage
         counts[row["stage"]] = counts.get(row["stage"], 0) + int(row["n"])
         sums.setdefault(row["stage"], {})[row["currency"]] = int(row["total"] or 0)
 

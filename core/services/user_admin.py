@@ -20,7 +20,7 @@ from piccolo.query import Max
 from core import access, i18n
 from core.i18n import _
 from core.runtime import get_runtime
-from core.services import audit, login_guard, notifications, roles, teams, users
+from core.services import audit, deal_totals, login_guard, notifications, roles, teams, users
 from core.services.common import NotFound, as_utc, write
 from core.tables import ApiToken, AuditEntry, Client, Deal, Task, User
 from core.validation import (
@@ -240,6 +240,16 @@ async def holdings(user_id: int) -> dict[str, int]:
 
 
 async def _hand_over(user_id: int, receiver_id: int) -> None:
+    leaving = await deal_totals.of_deals("d.responsible = {}", user_id)
+    await deal_totals.add(
+        [
+            *deal_totals.negated(leaving),
+            *(
+                ((stage, receiver_id, cur), n, amount)
+                for (stage, _owner, cur), n, amount in leaving
+            ),
+        ]
+    )
     await Client.update({Client.responsible: receiver_id}).where(
         (Client.responsible == user_id) & Client.deleted_at.is_null()
     )

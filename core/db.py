@@ -205,3 +205,30 @@ async def refresh_statistics(*, only_if_missing: bool = False) -> bool:
     await engine.run_ddl("ANALYZE")
     logger.info("planner statistics refreshed")
     return True
+
+
+class _AttributeNames:
+    """``name in dir(obj)`` without building and sorting the list of every name."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __contains__(self, name: object) -> bool:
+        if name in object.__getattribute__(self.obj, "__dict__"):
+            return True
+        return any(name in klass.__dict__ for klass in type(self.obj).__mro__)
+
+
+def _speed_up_piccolo_joins() -> None:
+    """Piccolo's ``ForeignKey.__getattribute__`` calls ``dir(self)`` on every attribute
+    access of a foreign key column (``Deal.client.name``): a third of the time spent
+    building a query, ~1 ms of a client card. Its module gets a ``dir`` that only
+    answers the membership test it asks, the same answer without the list."""
+    from piccolo.columns import column_types
+
+    column_types.dir = _AttributeNames  # type: ignore[attr-defined]
+
+
+_speed_up_piccolo_joins()

@@ -403,15 +403,3 @@ def test_jobs_wait_while_maintenance_is_on(broker, runtime, monkeypatch):
         maintenance.leave()
         worker.stop()
     assert seen == ["late"]
-
-
-async def test_embedded_database_gets_planner_statistics_once(db: None) -> None:
-    from core.db import get_engine, refresh_statistics
-
-    if get_engine().engine_type != "sqlite":
-        assert await refresh_statistics() is False  # autovacuum's job on PostgreSQL
-        return
-    await get_engine().run_ddl("DROP TABLE IF EXISTS sqlite_stat1")
-    assert await refresh_statistics(only_if_missing=True) is True
-    assert await refresh_statistics(only_if_missing=True) is False
-    assert await refresh_statistics() is True

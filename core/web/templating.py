@@ -45,6 +45,9 @@ def static_dirs(runtime: Runtime) -> list[Path]:
 
 
 def _configure(env: Environment, runtime: Runtime) -> None:
+    # Templates change only with an upgrade, which restarts the processes: no stat()
+    # of every template on every render, except while developing.
+    env.auto_reload = runtime.settings.debug
     env.add_extension("jinja2.ext.i18n")
     env.install_gettext_callables(  # type: ignore[attr-defined]
         gettext=i18n.gettext, ngettext=i18n.ngettext, newstyle=True

@@ -14,7 +14,7 @@ TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2F
 .PHONY: help install run demo test test-server test-e2e lint format typecheck i18n clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
@@ -51,11 +51,23 @@ test-appliance: $(STAMP) ## build the appliance image with podman, run it, back 
 	KARTOTEKA_TEST_APPLIANCE=1 $(BIN)/pytest -q -s -m appliance tests/test_appliance_image.py
 
 .PHONY: bench
-bench: bench-scope bench-backup ## every benchmark (PostgreSQL at 1M clients; minutes)
+bench: bench-full bench-scope bench-backup ## every benchmark; BENCH_ARGS="--preset 100k" or "--engine sqlite --preset 100k" (default: PostgreSQL, 1M clients)
+
+.PHONY: bench-full
+bench-full: $(STAMP) ## issue 7's table: every page, search and write as manager and admin, p50/p95/p99, req/s, RSS
+	$(BIN)/python -m bench.full $(BENCH_ARGS)
 
 .PHONY: bench-backup
 bench-backup: $(STAMP) ## time a backup and its verified restore at 1M clients on PostgreSQL
 	$(BIN)/python -m bench.backup $(BENCH_ARGS)
+
+.PHONY: bench-mail
+bench-mail: $(STAMP) ## first sync of a 20,000-message mailbox (private Dovecot) and new-mail latency; BENCH_ARGS="--engine postgresql"
+	$(BIN)/python -m bench.mail_sync $(BENCH_ARGS)
+
+.PHONY: bench-telephony
+bench-telephony: $(STAMP) ## screen-pop latency, AMI event in -> SSE pop-up out, 50 simultaneous calls; BENCH_ARGS="--mode server" (PostgreSQL + Redis)
+	$(BIN)/python -m bench.telephony_popup $(BENCH_ARGS)
 
 .PHONY: bench-scope
 bench-scope: $(STAMP) ## time lists and search per role at 1M clients on PostgreSQL (bench/README.md)
@@ -72,9 +84,21 @@ format: $(STAMP) ## apply ruff formatting and safe fixes
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy core
 
-i18n: $(STAMP) ## extract strings and update the .po catalogs (then translate the new entries)
+# Each in-repo plugin keeps its own catalog in plugins/<name>/locale (merged over the core's).
+PLUGIN_DIRS := $(patsubst %/__init__.py,%,$(wildcard plugins/*/__init__.py))
+
+i18n: $(STAMP) ## extract strings and update the .po catalogs of the core and each plugin (then translate the new entries)
 	$(BIN)/pybabel extract -F babel.cfg -o core/locale/messages.pot --no-location --omit-header -k lazy_gettext core themes
 	$(BIN)/pybabel update -i core/locale/messages.pot -d core/locale --no-fuzzy-matching --no-wrap
+	@for dir in $(PLUGIN_DIRS); do \
+	  mkdir -p $$dir/locale && \
+	  $(BIN)/pybabel extract -F babel.cfg -o $$dir/locale/messages.pot --no-location --omit-header -k lazy_gettext $$dir || exit 1; \
+	  if [ -f $$dir/locale/ru/LC_MESSAGES/messages.po ]; then \
+	    $(BIN)/pybabel update -i $$dir/locale/messages.pot -d $$dir/locale --no-fuzzy-matching --no-wrap || exit 1; \
+	  else \
+	    $(BIN)/pybabel init -i $$dir/locale/messages.pot -d $$dir/locale -l ru --no-wrap || exit 1; \
+	  fi; \
+	done
 
 clean: ## remove the virtual environment (keeps ./var, your data)
 	rm -rf $(VENV)

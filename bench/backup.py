@@ -1,7 +1,7 @@
 """How long a backup and its verification (a real test restore) take at N clients.
 
     python -m bench.backup                       # PostgreSQL, 1,000,000 clients
-    python -m bench.backup --clients 100000 --database-url sqlite:////tmp/bench.sqlite3
+    python -m bench.backup --engine sqlite --preset 100k   # embedded mode
 
 Reuses the dataset of bench.dataset (loaded if missing), backs it up with the
 appliance's own code (core.backup.engine) into a fresh restic repository in a temporary
@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.dataset import DEFAULT_DATABASE_URL, ensure_dataset
+from bench import presets
+from bench.dataset import ensure_dataset
 from bench.server import ensure_database
 
 
@@ -109,13 +110,13 @@ def _print(result: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--clients", type=int, default=1_000_000)
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    presets.add_arguments(parser)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    target = presets.resolve(args)
     work_dir = Path(tempfile.mkdtemp(prefix="kartoteka-bench-backup-"))
     try:
-        result = asyncio.run(measure(args.database_url, args.clients, work_dir))
+        result = asyncio.run(measure(target.database_url, target.clients, work_dir))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     _print(result)

@@ -10,7 +10,7 @@ Afterwards the queries the list service sends for the same requests (captured fr
 the service, not re-typed) run under EXPLAIN to show which index serves each one.
 
     python -m bench.scoped_lists                       # 1,000,000 clients on PostgreSQL
-    python -m bench.scoped_lists --clients 100000 --database-url sqlite:////tmp/bench.sqlite3
+    python -m bench.scoped_lists --engine sqlite --preset 100k   # embedded mode
 
 See bench/README.md.
 """
@@ -35,7 +35,8 @@ from typing import Any
 
 import httpx
 
-from bench.dataset import DEFAULT_DATABASE_URL, Dataset, DatasetError, ensure_dataset
+from bench import presets
+from bench.dataset import Dataset, DatasetError, ensure_dataset
 from bench.plans import Plan, explain_call
 from bench.server import (
     ROOT,
@@ -255,7 +256,10 @@ def deep_url(http: httpx.Client, sort: str) -> tuple[str, int]:
     """The "Show more" request of page DEEP_PAGES + 1 (or of the last page), and its number."""
     url, page = f"/clients?sort={sort}", 1
     for _ in range(DEEP_PAGES):
-        match = _CURSOR.search(http.get(url, headers=HTMX_MORE).text)
+        response = http.get(url, headers=HTMX_MORE)
+        if response.status_code != 200:
+            raise BenchError(f"{url} answered {response.status_code}")
+        match = _CURSOR.search(response.text)
         if not match:
             break
         url, page = f"/clients?q=&sort={sort}&cursor={match.group(1)}", page + 1
@@ -401,18 +405,18 @@ def print_plans(plans: list[Plan]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=1_000_000)
+    presets.add_arguments(parser)
     parser.add_argument("--requests", type=int, default=200, help="timed requests per scenario")
     parser.add_argument("--warmup", type=int, default=20, help="untimed requests before those")
     parser.add_argument(
         "--seconds", type=float, default=30, help="time limit of one scenario's timed requests"
     )
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--broker-url", default=DEFAULT_BROKER_URL, help="server mode only")
     parser.add_argument("--keep-server", action="store_true", help="leave the server running")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
-    database_url = args.database_url
+    target = presets.resolve(args)
+    database_url, args.clients = target.database_url, target.clients
 
     data_dir = Path(tempfile.mkdtemp(prefix="kartoteka-bench-"))
     env = production_env(database_url, args.broker_url, data_dir, free_port())

@@ -78,6 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=workers,
         log_level="debug" if settings.debug else "info",
         proxy_headers=True,
+        # A stop or restart waits at most this long for open requests; live streams
+        # (GET /live) end at the signal already (core.live.end_streams_on_exit).
+        timeout_graceful_shutdown=5,
     )
     if workers == 1:
         uvicorn.Server(config).run()

@@ -251,7 +251,10 @@ def lookup_client(phone: str | None, email: str | None) -> int | None:
     Returns:
         The client id (or an awaitable of it), or None to let the next implementation
         try. The first non-None result wins. The core's own implementation (client and
-        contact phones and e-mails) is ``trylast``, so a plugin can override matching.
+        contact phones and e-mails; for an e-mail with no exact match, the one client
+        with addresses at the same corporate domain, never a free mail domain such as
+        gmail.com or mail.ru: ``core.services.clients.FREE_MAIL_DOMAINS``) is
+        ``trylast``, so a plugin can override matching.
         Callers use ``core.services.clients.find_client`` rather than the raw hook.
 
     Example::
@@ -310,4 +313,67 @@ def backup_items() -> list[Any]:
         @hookimpl
         def backup_items():
             return [BackupItem(name="recordings", path=settings.data_dir / "recordings")]
+    """
+
+
+@hookspec
+def background_services() -> list[Any]:
+    """Long-lived asyncio tasks, run by exactly one process of the install.
+
+    A connection that must exist once per install (an Asterisk AMI socket, an IMAP
+    IDLE session) cannot live in every web process. The core runs each service in the
+    process that owns the schedule: embedded mode -> the web process, on its event
+    loop; server mode -> the single ``kartoteka scheduler`` process, on an event loop
+    of its own. Other processes never run them, so work that must reach the service
+    from a web request goes through the database, a job, or its own short connection.
+
+    Returns:
+        ``core.hooktypes.BackgroundService`` objects. ``run`` is awaited until the
+        process stops (then it is cancelled: clean up in ``finally``). If it returns
+        or raises, the core logs it and starts it again after a pause (5 s, doubling
+        up to 5 minutes), so a service handles its own expected errors and leaves
+        surprises to the supervisor.
+
+    Example::
+
+        async def keep_pbx_connected() -> None:
+            while True:
+                async with connect_to_pbx() as pbx:
+                    async for event in pbx.events():
+                        await record(event)
+
+        @hookimpl
+        def background_services():
+            return [BackgroundService(name="telephony.ami", run=keep_pbx_connected)]
+    """
+
+
+@hookspec
+def phone_actions() -> list[Any]:
+    """Buttons shown next to every phone number (client card, contacts, client list).
+
+    Collected once when the app starts; each page shows the actions whose
+    ``permission`` its user has. A click POSTs the number (form field ``number``,
+    as stored: E.164 when it parsed) to ``url`` with htmx; the HTML fragment the
+    route answers is shown right next to the number (``pending`` while it runs), so
+    answer a short status ("Your phone 101 is busy") and say what went wrong with
+    a 200, not an error status.
+
+    Returns:
+        ``core.hooktypes.PhoneAction`` objects; give ``label`` as a lazy string
+        (``core.i18n.lazy_gettext``) since it is shown in each user's language.
+
+    Example::
+
+        @post("/call", opt=needs("telephony.calls.make"), status_code=200)
+        async def call(request: Request) -> str:
+            number = (await form_data(request))["number"]
+            result = await originate(current_user(request)["id"], number)
+            return escape(result.message)
+
+        @hookimpl
+        def phone_actions():
+            return [PhoneAction(key="telephony.call", label=_l("Call"), icon="📞",
+                                url="/p/telephony/call", permission="telephony.calls.make",
+                                pending=_l("Ringing your phone…"))]
     """

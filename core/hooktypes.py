@@ -126,3 +126,28 @@ class BackupItem:
 
     name: str
     path: Path
+
+
+@dataclass(frozen=True)
+class BackgroundService:
+    """A long-lived task (a PBX or mailbox connection) run by the install's one owner."""
+
+    name: str
+    run: Callable[[], Awaitable[None]]
+    """``await run()`` works until cancelled; if it raises, it is restarted after a pause."""
+
+
+@dataclass(frozen=True)
+class PhoneAction:
+    """A button next to every phone number shown (click-to-call, send an SMS...)."""
+
+    key: str
+    label: str
+    """Shown as the button's tooltip (and as its text when there is no icon)."""
+    url: str
+    """POSTed with the form field ``number``; answers an HTML fragment shown by the number."""
+    icon: str = ""
+    permission: str | None = None
+    pending: str = ""
+    """Shown next to the number while the request runs ("Ringing your phone…")."""
+    order: int = 100

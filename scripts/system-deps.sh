@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs (headless Chromium for the
-# end-to-end tests, restic and pg_dump/pg_restore for the backup tests), or the
+# end-to-end tests, restic and pg_dump/pg_restore for the backup tests, Dovecot IMAP
+# for the mail plugin's private test server started by its fixture), or the
 # packages given as arguments. Idempotent: does nothing when everything is present,
 # so `make test` stays fast on a prepared machine. Needs root (or sudo) only when
 # something is missing.
 set -euo pipefail
 
-packages=(chromium restic postgresql-client)
+packages=(chromium restic postgresql-client dovecot-imapd)
 [ $# -gt 0 ] && packages=("$@")
 missing=()
 for pkg in "${packages[@]}"; do

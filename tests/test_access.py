@@ -75,6 +75,9 @@ async def test_every_route_requires_login_and_its_permission(app: Any, client: A
         "GET /login",
         "POST /login",
         "POST /p/sample/hook",
+        "GET /p/mail/unsubscribe/{token:str}",  # signed link in mailings, asks before acting
+        "POST /p/mail/unsubscribe/{token:str}",  # the confirmation and RFC 8058 one-click
+        "POST /p/telephony/webhook",  # bearer token checked by the handler
         "GET /static/{file_path:path}",
         "GET /healthz",
         "GET /readyz",

@@ -36,6 +36,28 @@ def _scenario(name: str) -> str:
     return name.split(", typing")[0]
 
 
+async def _deal_totals_mismatch(database_url: str) -> tuple[int, int]:
+    """(total rows, live deals) that disagree between core_deal_total and the deals."""
+    from bench.dataset import Db
+
+    live = (
+        "SELECT d.stage, d.responsible, d.currency, COUNT(*), SUM(d.amount_minor) "
+        "FROM core_deal d JOIN core_client c ON c.id = d.client "
+        "WHERE d.deleted_at IS NULL AND c.deleted_at IS NULL "
+        "GROUP BY d.stage, d.responsible, d.currency"
+    )
+    kept = (
+        "SELECT stage, responsible, currency, deals, amount_minor FROM core_deal_total "
+        "WHERE deals <> 0"
+    )
+    async with Db(database_url) as bench_db:
+        if not await bench_db.value(f"SELECT count(*) FROM ({live}) AS deals"):
+            return (-1, -1)  # no deals at all: nothing was loaded
+        only_kept = await bench_db.value(f"SELECT count(*) FROM ({kept} EXCEPT {live}) AS x")
+        only_live = await bench_db.value(f"SELECT count(*) FROM ({live} EXCEPT {kept}) AS x")
+    return (only_kept, only_live)
+
+
 async def test_benchmark_runs_against_the_test_database(
     db: None, runtime: Any, tmp_path: Path
 ) -> None:
@@ -54,12 +76,15 @@ async def test_benchmark_runs_against_the_test_database(
         command.append(f"--broker-url={os.environ['BROKER_URL']}")
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        totals = await _deal_totals_mismatch(runtime.settings.database_url)
     finally:
         await truncate_all()  # the bench's users and clients are not the next test's
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     report = json.loads(report_path.read_text())
 
     assert report["clients"] == 2000
+    # The bulk-loaded deals are on the board's totals, as if the deals service wrote them.
+    assert totals == (0, 0)
     assert report["scope_checks"] == [
         "manager: other team's client hidden (card 404, no hit)",
         "head: other team's client hidden (card 404, no hit)",
@@ -84,3 +109,105 @@ async def test_benchmark_runs_against_the_test_database(
     # the planner picks for a table this small varies), never by scanning the table.
     for sort in ("name", "activity"):
         assert "core_client_resp_" in page_query("manager", f"list, sort {sort}")
+
+
+FULL_SCENARIOS = {
+    "list, sort name",
+    "list, sort activity",
+    "list page, sort name",
+    "list page, sort activity",
+    "list last page",
+    "name prefix",
+    "name fragment",
+    "phone, +7 spaced",
+    "phone, 8 (xxx)",
+    "phone, digits",
+    "phone of a contact person",
+    "e-mail",
+    "INN",
+    "client card (500 entries)",
+    "card: older timeline entries",
+    "pipeline board",
+    "my tasks, today",
+    "my tasks, overdue",
+    "dashboard page",
+    "dashboard: tasks panel",
+    "dashboard: deals panel",
+    "dashboard: clients panel",
+    "create client",
+    "move deal (board)",
+    "complete task",
+}
+FOUND = {"name prefix", "phone, +7 spaced", "phone, 8 (xxx)", "phone, digits", "e-mail", "INN"}
+
+
+def _full_scenario(name: str) -> str:
+    """Drop what depends on the data: 'list last page 20, sort name' -> 'list last page'."""
+    if name.startswith("list page "):
+        return "list page, sort " + name.split("sort ")[1]
+    for stem in ("list last page", "name prefix", "name fragment"):
+        if name.startswith(stem):
+            return stem
+    return name
+
+
+async def test_full_benchmark_runs_every_scenario_and_undoes_its_writes(
+    db: None, runtime: Any, tmp_path: Path
+) -> None:
+    """`make bench` on 1,000 clients: every page, search and write of issue 7 as a manager
+    and as the admin, the throughput run, and the dataset left as it was loaded."""
+    from bench.dataset import Db
+    from bench.records import shape
+
+    report_path = tmp_path / "full.json"
+    url = runtime.settings.database_url
+    command = [
+        sys.executable,
+        "-m",
+        "bench.full",
+        "--clients=1000",
+        "--requests=3",
+        "--warmup=1",
+        "--throughput-seconds=1",
+        "--connections=2",
+        f"--database-url={url}",
+        f"--json={report_path}",
+    ]
+    if os.environ.get("BROKER_URL"):
+        command.append(f"--broker-url={os.environ['BROKER_URL']}")
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        report = json.loads(report_path.read_text()) if done.returncode == 0 else {}
+        async with Db(url) as bench_db:
+            counts = await bench_db.fetch(
+                "SELECT (SELECT count(*) FROM core_client), (SELECT count(*) FROM core_timeline)"
+            )
+            for undone in report.get("writes_undone", []):
+                marks = ", ".join(str(int(task)) for task in undone["tasks"])
+                still_done = await bench_db.value(
+                    f"SELECT count(*) FROM core_task WHERE id IN ({marks}) AND done_at IS NOT NULL"
+                )
+                stage = await bench_db.value(
+                    "SELECT stage FROM core_deal WHERE id = $1", undone["deal"]
+                )
+                undone.update(still_done=still_done, stage_now=stage)
+    finally:
+        await truncate_all()
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert report["clients"] == 1000
+    for role in ("manager", "admin"):
+        rows = {_full_scenario(r["scenario"]): r for r in report["results"] if r["role"] == role}
+        assert set(rows) == FULL_SCENARIOS, (role, FULL_SCENARIOS ^ set(rows))
+        assert all(rows[name]["note"] == "found" for name in FOUND), role
+        assert rows["create client"]["note"] == "created"
+    assert all(r["requests"] == 3 and r["p95"] > 0 for r in report["results"])
+    [rate] = report["throughput"]
+    assert rate["requests"] > 0 and rate["errors"] == 0
+    assert report["rss_mb"] and all(size > 0 for size in report["rss_mb"])
+    # The writes were taken back: no extra clients or timeline entries, the completed
+    # tasks open again, the moved deals on their stage.
+    assert counts[0] == (1000, shape(1000, 50).timeline)
+    assert len(report["writes_undone"]) == 2
+    for undone in report["writes_undone"]:
+        assert len(undone["tasks"]) == 4 and undone["still_done"] == 0
+        assert undone["stage_now"] == undone["stages"][0]

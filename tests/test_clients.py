@@ -155,6 +155,28 @@ async def test_update_records_changed_fields_on_the_timeline(
     assert (await clients.get_client(client_id))["name"] == "After"
 
 
+async def test_email_lookup_falls_back_to_a_corporate_domain_never_free_mail(
+    db: None, manager: dict[str, Any]
+) -> None:
+    acme = await clients.create_client(
+        {"name": "Acme", "responsible": manager["id"], "emails": "boss@acme.example"},
+        manager["id"],
+    )
+    await clients.create_client(
+        {"name": "Private", "responsible": manager["id"], "emails": "someone@gmail.com"},
+        manager["id"],
+    )
+    assert await clients.find_client(email="Other.Person@ACME.example") == acme
+    assert await clients.find_client(email="stranger@gmail.com") is None
+    assert await clients.find_client(email="someone@gmail.com") is not None
+    await clients.create_client(
+        {"name": "Acme branch", "responsible": manager["id"], "emails": "branch@acme.example"},
+        manager["id"],
+    )
+    assert await clients.find_client(email="third@acme.example") is None, "ambiguous domain"
+    assert await clients.find_client(email="boss@acme.example") == acme, "exact still wins"
+
+
 async def test_contacts_with_their_own_phones_are_found_by_lookup(
     db: None, manager: dict[str, Any]
 ) -> None:

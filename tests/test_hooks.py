@@ -202,4 +202,48 @@ async def test_hook_jinja_environment(as_manager: Any) -> None:
 
 def test_hook_backup_items(runtime: Any) -> None:
     items = runtime.plugins.collect("backup_items")
-    assert [item.name for item in items] == ["sample"]
+    # The mail plugin (enabled in the test session) backs up its attachment folder too.
+    assert sorted(item.name for item in items) == ["mail", "sample"]
+
+
+async def test_hook_background_services(runtime: Any) -> None:
+    import asyncio
+
+    from core.hooktypes import BackgroundService
+    from core.jobs.services import BackgroundServices, supervise
+
+    sample.SERVICE_LOG.clear()
+    services = BackgroundServices(runtime)
+    assert "sample.listener" in [s.name for s in services.services]
+    services.start()
+    for _ in range(100):
+        if sample.SERVICE_LOG:
+            break
+        await asyncio.sleep(0.01)
+    await services.stop()
+    assert sample.SERVICE_LOG == ["started", "stopped"], "started once, cancelled on stop"
+
+    runs: list[int] = []
+
+    async def crashes() -> None:
+        runs.append(1)
+        raise RuntimeError("PBX gone")
+
+    task = asyncio.create_task(supervise(BackgroundService("crashy", crashes), first_pause=0.01))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert 3 <= len(runs) < 20, "a failing service is restarted, with a growing pause"
+
+
+async def test_hook_phone_actions(as_manager: Any, manager: dict[str, Any]) -> None:
+    client_id = await _client_id(manager)
+    card = await as_manager.get(f"/clients/{client_id}")
+    assert 'data-phone-action="sample.sms"' in card.text
+    assert 'hx-post="/p/sample/sms"' in card.text
+    assert 'hx-vals=\'{"number": "+79120001122"}\'' in card.text
+    assert 'data-phone-action="sample.admin"' not in card.text, "needs a permission"
+    listed = await as_manager.get("/clients")
+    assert 'data-phone-action="sample.sms"' in listed.text
+    answer = await post(as_manager, "/p/sample/sms", {"number": "+79120001122"})
+    assert answer.text == "SMS to +79120001122 queued"

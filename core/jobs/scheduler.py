@@ -2,7 +2,8 @@
 
 Exactly one scheduler may run per install, or every job would fire once per copy: in
 embedded mode it is a thread of the web process, in server mode the
-``kartoteka scheduler`` process. The schedule lives in code (the ``scheduled_jobs``
+``kartoteka scheduler`` process. The same process runs the ``background_services``
+(``core.jobs.services``). The schedule lives in code (the ``scheduled_jobs``
 hook), so APScheduler's in-memory job store is rebuilt at every start and nothing can
 go stale. The work itself runs on a job worker, never in the scheduler.
 """
@@ -111,4 +112,14 @@ def run_scheduler_process(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     log.info("scheduler started: %s", ", ".join(job.name for job in jobs))
-    scheduler.start()
+    # The one scheduler of the install also owns the long-lived connections.
+    from core.db import bind_tables
+    from core.jobs.services import BackgroundServicesThread
+
+    bind_tables()
+    services = BackgroundServicesThread(runtime)
+    services.start()
+    try:
+        scheduler.start()
+    finally:
+        services.stop()

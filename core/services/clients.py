@@ -476,7 +476,11 @@ async def _attach_responsible_names(rows: list[dict[str, Any]]) -> None:
 
 
 async def lookup(phone: str | None, email: str | None) -> int | None:
-    """The client a phone or e-mail belongs to, contacts' points included."""
+    """The client a phone or e-mail belongs to, contacts' points included.
+
+    An e-mail with no exact match falls back to its corporate domain when exactly one
+    client has addresses there; free mail domains (``FREE_MAIL_DOMAINS``) never match.
+    """
     for kind, value in (("phone", phone), ("email", email)):
         if not value:
             continue
@@ -489,7 +493,77 @@ async def lookup(phone: str | None, email: str | None) -> int | None:
         )
         if row:
             return int(row[0]["client"])
+    if email:
+        return await _lookup_by_domain(email)
     return None
+
+
+# Public mail services: an address there says nothing about the company behind it,
+# so these domains never match a client by domain (only by the exact address).
+FREE_MAIL_DOMAINS = frozenset(
+    {
+        "gmail.com",
+        "googlemail.com",
+        "mail.ru",
+        "bk.ru",
+        "list.ru",
+        "inbox.ru",
+        "internet.ru",
+        "xmail.ru",
+        "yandex.ru",
+        "yandex.com",
+        "yandex.by",
+        "yandex.kz",
+        "yandex.ua",
+        "ya.ru",
+        "narod.ru",
+        "rambler.ru",
+        "lenta.ru",
+        "autorambler.ru",
+        "myrambler.ru",
+        "ro.ru",
+        "outlook.com",
+        "hotmail.com",
+        "live.com",
+        "msn.com",
+        "yahoo.com",
+        "ymail.com",
+        "icloud.com",
+        "me.com",
+        "mac.com",
+        "aol.com",
+        "gmx.com",
+        "gmx.de",
+        "gmx.net",
+        "web.de",
+        "mail.com",
+        "proton.me",
+        "protonmail.com",
+        "pm.me",
+        "tutanota.com",
+        "zoho.com",
+        "qip.ru",
+        "ukr.net",
+        "i.ua",
+        "meta.ua",
+        "tut.by",
+        "mail.ua",
+    }
+)
+
+
+async def _lookup_by_domain(email: str) -> int | None:
+    """The one client whose e-mails share this corporate domain (None if several)."""
+    domain = email.rpartition("@")[2]
+    if not domain or domain in FREE_MAIL_DOMAINS:
+        return None
+    rows = await ContactPoint.raw(
+        "SELECT DISTINCT p.client FROM core_contact_point p "
+        "JOIN core_client c ON c.id = p.client "
+        "WHERE p.kind = 'email' AND p.value LIKE {} AND c.deleted_at IS NULL LIMIT 2",
+        "%@" + domain.replace("%", ""),
+    )
+    return int(rows[0]["client"]) if len(rows) == 1 else None
 
 
 async def find_client(phone: str | None = None, email: str | None = None) -> int | None:

@@ -20,7 +20,7 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from core import __version__, events, i18n, maintenance
+from core import __version__, events, i18n, live, maintenance
 from core.access import ANY_USER
 from core.db import ReusingSQLiteEngine, bind_tables, get_engine, refresh_statistics
 from core.runtime import Runtime, get_runtime, set_runtime
@@ -142,11 +142,13 @@ def create_app(
         runtime.plugins.pm.hook.domain_event(event=event)
 
     background: list[Any] = []
+    long_lived: list[Any] = []
 
     async def on_startup() -> None:
         bind_tables()
         i18n.load_catalogs(settings.languages, locale_dirs)
         events.set_dispatcher(dispatch)
+        live.end_streams_on_exit()
         if maintenance.current():
             # A failed upgrade left the database at an older schema: serve the 503 page
             # with the reason, and start nothing that would touch the data.
@@ -165,12 +167,21 @@ def create_app(
             background.extend([EmbeddedWorker(), EmbeddedScheduler(runtime)])
             for service in background:
                 service.start()
+            # This process owns the schedule, so it also owns the long-lived connections.
+            from core.jobs.services import BackgroundServices
+
+            long_lived.append(BackgroundServices(runtime))
+            long_lived[0].start()
 
     async def on_shutdown() -> None:
+        for services in long_lived:
+            await services.stop()
+        long_lived.clear()
         for service in reversed(background):
             service.stop()
         background.clear()
         events.set_dispatcher(None)
+        await live.close()
         if db_pool:
             await get_engine().close_connection_pool()  # type: ignore[attr-defined]
         engine = get_engine()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment
+from jinja2 import Environment, FileSystemLoader
 from litestar import Request
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
@@ -66,6 +66,8 @@ def _configure(env: Environment, runtime: Runtime) -> None:
         language_names=i18n.LANGUAGE_NAMES,
         languages=runtime.settings.languages,
         current_locale=i18n.current_locale.get,
+        # Collected once: core/_phone.html shows those the page's user may use.
+        phone_actions=sorted(runtime.plugins.collect("phone_actions"), key=lambda a: a.order),
     )
     runtime.plugins.pm.hook.jinja_environment(env=env)
 
@@ -76,6 +78,27 @@ def template_config(runtime: Runtime) -> TemplateConfig:
         engine=JinjaTemplateEngine,
         engine_callback=lambda engine: _configure(engine.engine, runtime),
     )
+
+
+_fragments: tuple[Runtime, Environment] | None = None
+
+
+def render_fragment(template: str, **context: Any) -> str:
+    """Render a template outside any request (a live push from the PBX process, say).
+
+    Same search path, filters and plugin globals as pages, but no request: the
+    template must not use ``csrf_token()`` or ``url_for``; the caller sets the locale
+    (`core.i18n.current_locale`) of the user it renders for.
+    """
+    global _fragments
+    from core.runtime import get_runtime
+
+    runtime = get_runtime()
+    if _fragments is None or _fragments[0] is not runtime:
+        env = Environment(loader=FileSystemLoader(template_dirs(runtime)), autoescape=True)
+        _configure(env, runtime)
+        _fragments = (runtime, env)
+    return _fragments[1].get_template(template).render(**context)
 
 
 def page_context(request: Request) -> dict[str, Any]:

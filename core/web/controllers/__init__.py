@@ -18,6 +18,7 @@ def all_handlers() -> list[Any]:
         exports,
         files,
         health,
+        live,
         notifications,
         tasks,
     )
@@ -31,6 +32,7 @@ def all_handlers() -> list[Any]:
         tasks,
         files,
         notifications,
+        live,
         api,
         admin,
         audit_log,

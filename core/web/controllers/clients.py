@@ -72,9 +72,11 @@ async def client_list(request: Request, filters: ClientQuery) -> Template:
 
 
 @get("/clients/new", opt=needs(CLIENTS_EDIT))
-async def client_new(request: Request) -> Template:
+async def client_new(request: Request, phone: FromQuery[str] = "") -> Template:
+    """``?phone=`` prefills the number (a screen pop offers "new client" for an unknown caller)."""
     user = current_user(request)
-    return await _form_page(request, {"kind": "company", "responsible": user["id"]})
+    values = {"kind": "company", "responsible": user["id"], "phones": phone.strip()[:64]}
+    return await _form_page(request, values)
 
 
 @post("/clients", opt=needs(CLIENTS_EDIT), status_code=200)

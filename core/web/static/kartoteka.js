@@ -36,3 +36,25 @@ document.addEventListener("drop", (event) => {
     htmx.ajax("POST", url, { target: "#board", swap: "outerHTML", values: { stage: column.dataset.stageId } });
   }
 });
+
+// Live pushes (core.live, GET /live): an out-of-band element marked data-live-popup
+// whose id is not on the page yet (a new screen pop) is appended to #live-popups;
+// later pushes with the same id replace it in place.
+document.addEventListener("htmx:oobErrorNoTarget", (event) => {
+  const element = event.detail && event.detail.content;
+  const popups = document.getElementById("live-popups");
+  if (!popups || !element || !element.matches || !element.matches("[data-live-popup]")) return;
+  popups.append(element);
+  htmx.process(element);
+});
+// A pop-up closes on its × button, and removes itself once its fade-out has played.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest && event.target.closest("[data-dismiss]");
+  if (button && button.closest("[data-live-popup]")) button.closest("[data-live-popup]").remove();
+});
+document.addEventListener("animationend", (event) => {
+  if (event.target.matches && event.target.matches("[data-live-popup].popup-fading")) event.target.remove();
+});
+// The state of the live stream, for styles and tests: body[data-live=connected|reconnecting].
+document.addEventListener("htmx:sseOpen", () => { document.body.dataset.live = "connected"; });
+document.addEventListener("htmx:sseError", () => { document.body.dataset.live = "reconnecting"; });

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from core import access
 from core.access import PUBLIC, needs
 from core.hookspecs import hookimpl
 from core.hooktypes import (
+    BackgroundService,
     BackupItem,
     CardTab,
     DashboardWidget,
@@ -22,12 +24,14 @@ from core.hooktypes import (
     MenuItem,
     MetricScope,
     Permission,
+    PhoneAction,
     RecordType,
     ScheduledJob,
     TimelineKind,
 )
 
 RECEIVED_EVENTS: list[Any] = []
+SERVICE_LOG: list[str] = []
 SPECIAL_PHONE = "+74950000000"
 
 
@@ -61,9 +65,16 @@ def piccolo_apps() -> list[str]:
     return ["tests.plugins.sample.piccolo_app"]
 
 
+@post("/sms", opt=needs("core.clients.view"), status_code=200)
+async def send_sms(request: Request) -> str:
+    """A phone action's route: the number arrives as the form field ``number``."""
+    number = (await request.form()).get("number", "")
+    return f"SMS to {number} queued"
+
+
 @hookimpl
 def route_handlers() -> list[Any]:
-    return [hello, public_hook, client_tab]
+    return [hello, public_hook, client_tab, send_sms]
 
 
 @hookimpl
@@ -179,3 +190,34 @@ def jinja_environment(env: Any) -> None:
 @hookimpl
 def backup_items() -> list[BackupItem]:
     return [BackupItem(name="sample", path=Path("/tmp/sample-backup-item"))]
+
+
+async def _keep_listening() -> None:
+    """Stands in for a PBX connection: runs until the owner cancels it."""
+    SERVICE_LOG.append("started")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        SERVICE_LOG.append("stopped")
+
+
+@hookimpl
+def background_services() -> list[BackgroundService]:
+    return [BackgroundService(name="sample.listener", run=_keep_listening)]
+
+
+@hookimpl
+def phone_actions() -> list[PhoneAction]:
+    return [
+        PhoneAction(
+            key="sample.sms",
+            label="Send a sample SMS",
+            url="/p/sample/sms",
+            icon="✉",
+            permission="core.clients.view",
+            pending="Sending…",
+        ),
+        PhoneAction(
+            key="sample.admin", label="Admin only", url="/p/sample/sms", permission="sample.admin"
+        ),
+    ]

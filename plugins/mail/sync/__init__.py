@@ -1,0 +1,1 @@
+"""Incoming mail: the IMAP session, the sync engine and its background jobs."""

@@ -1,0 +1,1 @@
+"""Asterisk Manager Interface: the wire format and an asyncio client."""

@@ -124,7 +124,7 @@ class ContactPoint(Table, tablename="core_contact_point"):
 
     id: Serial
     client = ForeignKey(references=Client, on_delete=OnDelete.cascade, index=True)
-    contact = ForeignKey(references=Contact, on_delete=OnDelete.cascade, null=True)
+    contact = ForeignKey(references=Contact, on_delete=OnDelete.cascade, null=True, index=True)
     kind = Varchar(length=8)
     value = Varchar(length=254)
     position = SmallInt(default=0)
@@ -185,7 +185,7 @@ class Task(Table, tablename="core_task"):
     id: Serial
     title = Varchar(length=255)
     description = Text(default="")
-    due_at = Timestamptz(index=True)
+    due_at = Timestamptz()
     assignee = ForeignKey(references=User, on_delete=OnDelete.restrict, index=True)
     client = ForeignKey(references=Client, on_delete=OnDelete.cascade, null=True, index=True)
     deal = ForeignKey(references=Deal, on_delete=OnDelete.cascade, null=True, index=True)

@@ -711,7 +711,11 @@ async def list_contacts(client_id: int) -> list[dict[str, Any]]:
         return []
     points = (
         await ContactPoint.select(ContactPoint.contact, ContactPoint.kind, ContactPoint.value)
-        .where(ContactPoint.contact.is_in([c["id"] for c in contacts]))
+        .where(
+            # The client's own condition lets the (client) index find the rows.
+            (ContactPoint.client == client_id)
+            & ContactPoint.contact.is_in([c["id"] for c in contacts])
+        )
         .order_by(ContactPoint.position)
     )
     for contact in contacts:

@@ -31,7 +31,9 @@ from core.validation import (
 
 OUTCOMES = ("open", "won", "lost")
 STATUSES = OUTCOMES
-BOARD_CAP = 100
+BOARD_CAP = 30
+"""Deals shown per column; the rest are counted and one click away in the list (a
+column of hundreds of cards is not read, only rendered)."""
 PAGE_SIZE = 50
 HIDEABLE = {"deal.amount": ("amount_minor",)}
 """Field codes an admin may hide from a role, and the row keys each one blanks."""

@@ -13,6 +13,7 @@ import io
 from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -85,8 +86,14 @@ _ = gettext
 # --- formatting ------------------------------------------------------------------
 
 
+@lru_cache(maxsize=32)
+def _parsed_locale(code: str) -> Locale:
+    return Locale.parse(code)
+
+
 def _locale() -> Locale:
-    return Locale.parse(current_locale.get())
+    # Parsed once per language: a board formats a few hundred amounts and dates.
+    return _parsed_locale(current_locale.get())
 
 
 def to_local(value: datetime) -> datetime:

@@ -592,10 +592,17 @@ def next_stage_id(stages: list[dict[str, Any]], stage_id: int) -> int | None:
 # --- board and list ---------------------------------------------------------------------
 
 
-async def board(pipeline_id: int, responsible: int | None = None) -> dict[str, Any]:
+async def board(
+    pipeline_id: int,
+    responsible: int | None = None,
+    known: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The kanban of one pipeline: each stage with up to BOARD_CAP deals, the count of the
-    rest and the sum of amounts per currency."""
-    pipeline = await get_pipeline(pipeline_id)
+    rest and the sum of amounts per currency. ``known``: pipelines the caller already
+    loaded with `list_pipelines` (the board page shows them as tabs)."""
+    pipeline = next((p for p in known or () if p["id"] == pipeline_id), None)
+    if pipeline is None:
+        pipeline = await get_pipeline(pipeline_id)
     condition = _scoped((Deal.pipeline == pipeline_id) & _visible())
     if responsible:
         condition = condition & (Deal.responsible == responsible)

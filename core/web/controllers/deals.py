@@ -53,7 +53,11 @@ async def _board_page(
     pipelines = await deals.list_pipelines()
     if pipeline_id is None and pipelines:
         pipeline_id = pipelines[0]["id"]
-    board = await deals.board(pipeline_id, responsible) if pipeline_id is not None else None
+    board = (
+        await deals.board(pipeline_id, responsible, known=pipelines)
+        if pipeline_id is not None
+        else None
+    )
     context = {
         "board": board,
         "pipelines": pipelines,

@@ -174,14 +174,20 @@ async def migrate(app_names: list[str] | None = None) -> list[str]:
     if settings.is_sqlite:
         prepare_sqlite(str(settings.sqlite_path))
     bind_tables()
+    from piccolo.apps.migrations.tables import Migration
+
     names = app_names or BaseMigrationManager().get_sorted_app_names()
     log: list[str] = []
+    applied_before = await Migration.count() if await Migration.table_exists() else 0
     for name in names:
         manager = ForwardsMigrationManager(app_name=name)
         result = await manager.run()
         if not result.success:
             raise MigrationError(f"migrations of {name!r} failed: {result.message}")
         log.append(f"{name}: {result.message}")
+    if applied_before and await Migration.count() != applied_before:
+        # New indexes have no statistics yet: SQLite would guess, and may guess wrong.
+        await refresh_statistics()
     return log
 
 

@@ -124,7 +124,7 @@ class ContactPoint(Table, tablename="core_contact_point"):
 
     id: Serial
     client = ForeignKey(references=Client, on_delete=OnDelete.cascade, index=True)
-    contact = ForeignKey(references=Contact, on_delete=OnDelete.cascade, null=True, index=True)
+    contact = ForeignKey(references=Contact, on_delete=OnDelete.cascade, null=True)
     kind = Varchar(length=8)
     value = Varchar(length=254)
     position = SmallInt(default=0)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 
-from core.db import get_engine
+from core.db import get_engine, start_pool
 from core.hooktypes import BackgroundService
 from core.runtime import Runtime
 
@@ -75,16 +75,6 @@ class BackgroundServices:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _start_pool() -> bool:
-    from piccolo.engine.postgres import PostgresEngine
-
-    engine = get_engine()
-    if not isinstance(engine, PostgresEngine):
-        return False
-    await engine.start_connection_pool()
-    return True
-
-
 class BackgroundServicesThread:
     """The services on an event loop of their own (the scheduler process is synchronous)."""
 
@@ -104,7 +94,7 @@ class BackgroundServicesThread:
             # The only loop of this process using the database: pooled PostgreSQL
             # connections, as in the web processes (a new connection per query costs
             # more than most queries, and a call's screen pop takes a dozen).
-            pooled = self.loop.run_until_complete(_start_pool())
+            pooled = self.loop.run_until_complete(start_pool())
             self.loop.call_soon(self.services.start)
             self.loop.call_soon(ready.set)
             self.loop.run_forever()

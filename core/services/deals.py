@@ -31,7 +31,7 @@ from core.validation import (
 
 OUTCOMES = ("open", "won", "lost")
 STATUSES = OUTCOMES
-BOARD_CAP = 30
+BOARD_CAP = 20
 """Deals shown per column; the rest are counted and one click away in the list (a
 column of hundreds of cards is not read, only rendered)."""
 PAGE_SIZE = 50

@@ -22,7 +22,13 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from core import __version__, events, i18n, live, maintenance
 from core.access import ANY_USER
-from core.db import ReusingSQLiteEngine, bind_tables, get_engine, refresh_statistics
+from core.db import (
+    ReusingSQLiteEngine,
+    bind_tables,
+    get_engine,
+    refresh_statistics,
+    start_pool,
+)
 from core.runtime import Runtime, get_runtime, set_runtime
 from core.services.common import NotFound
 from core.validation import ValidationError
@@ -156,7 +162,7 @@ def create_app(
         await _offer_new_permissions()
         await refresh_statistics(only_if_missing=True)
         if db_pool:
-            await get_engine().start_connection_pool()  # type: ignore[attr-defined]
+            await start_pool()
         if run_jobs:
             from core.jobs.broker import setup_broker
             from core.jobs.scheduler import EmbeddedScheduler

@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 import aiosqlite
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.apps.migrations.commands.base import BaseMigrationManager
 from piccolo.apps.migrations.commands.forwards import ForwardsMigrationManager
 from piccolo.conf.apps import AppRegistry
@@ -186,6 +187,26 @@ def prepare_sqlite(path: str) -> None:
 
 class MigrationError(RuntimeError):
     pass
+
+
+def sql_migration(
+    migration_id: str, app_name: str, description: str, statements: list[str]
+) -> MigrationManager:
+    """A migration of plain SQL statements (indexes Piccolo cannot declare, data fills).
+
+    The engine is looked up when the migration runs: a Table class declared in the
+    migration module would keep the engine of the first database the process saw.
+    """
+    manager = MigrationManager(
+        migration_id=migration_id, app_name=app_name, description=description
+    )
+
+    async def run_statements() -> None:
+        for statement in statements:
+            await get_engine().run_ddl(statement)
+
+    manager.add_raw(run_statements)
+    return manager
 
 
 async def migrate(app_names: list[str] | None = None) -> list[str]:

@@ -1,7 +1,5 @@
 """Composite indexes for my tasks and the manager's pipeline board (docs/performance.md)."""
 
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-
 ID = "2026-11-23T02:11:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "open tasks and board column indexes"
@@ -17,15 +15,6 @@ INDEXES = [
 
 
 async def forwards():
-    # The engine of the current install, looked up when the migration runs (a Table
-    # class declared here would keep the engine of the first database it saw).
-    from core.db import get_engine
+    from core.db import sql_migration
 
-    manager = MigrationManager(migration_id=ID, app_name="core", description=DESCRIPTION)
-
-    async def create_indexes():
-        for statement in INDEXES:
-            await get_engine().run_ddl(statement)
-
-    manager.add_raw(create_indexes)
-    return manager
+    return sql_migration(ID, "core", DESCRIPTION, INDEXES)

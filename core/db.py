@@ -77,7 +77,7 @@ class ReusingSQLiteEngine(SQLiteEngine):
         # a job thread's loop) must still be able to exit.
         pending._thread.daemon = True
         connection = await pending
-        connection.row_factory = dict_factory
+        connection.row_factory = dict_factory  # type: ignore[assignment]
         await connection.execute("PRAGMA foreign_keys = 1")
         return connection
 

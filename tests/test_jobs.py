@@ -374,7 +374,7 @@ async def test_expired_sessions_are_cleared(db: None, manager: dict[str, Any]) -
         Session.token_hash == users._token_hash(stale)
     )
     assert await delete_expired_sessions() == 1
-    assert await users.user_for_session(current) is not None
+    assert await users.session_identity(current) is not None
     assert await Session.count() == 1
 
 

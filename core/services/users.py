@@ -144,30 +144,7 @@ async def start_session(user_id: int, *, pending: bool = False) -> str:
     return token
 
 
-async def _session_user(token: str, pending: bool) -> dict[str, Any] | None:
-    row = (
-        await Session.select(
-            Session.expires_at,
-            Session.mfa_pending,
-            *Session.user.all_columns(
-                exclude=[Session.user.password_hash, Session.user.totp_secret]
-            ),
-        )
-        .where(Session.token_hash == _token_hash(token))
-        .first()
-    )
-    if row is None or bool(row["mfa_pending"]) != pending:
-        return None
-    if as_utc(row["expires_at"]) < utcnow() or not row["user.active"]:
-        return None
-    return {
-        key.removeprefix("user."): value for key, value in row.items() if key.startswith("user.")
-    }
-
-
-async def user_for_session(token: str) -> dict[str, Any] | None:
-    """The logged-in user; None for a session still waiting for its second factor."""
-    return await _session_user(token, pending=False)
+ROLE_PREFIX = "role__"
 
 
 @lru_cache(maxsize=1)
@@ -195,16 +172,15 @@ def _identity_sql() -> str:
     )
 
 
-ROLE_PREFIX = "role__"
-
-
-async def session_identity(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The logged-in user and their role's row, in one round trip (every request asks)."""
+async def _session_identity(
+    token: str, pending: bool
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The session's user and their role's row, in one round trip (every request asks)."""
     rows = await Session.raw(_identity_sql(), _token_hash(token))
     if not rows:
         return None
     row = rows[0]
-    if row.pop("session__mfa_pending") or not row["active"]:
+    if bool(row.pop("session__mfa_pending")) != pending or not row["active"]:
         return None
     if as_utc(row.pop("session__expires_at")) < utcnow():
         return None
@@ -212,9 +188,16 @@ async def session_identity(token: str) -> tuple[dict[str, Any], dict[str, Any]] 
     return row, role
 
 
+async def session_identity(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The logged-in user and their role's row; None for a session still waiting for
+    its second factor."""
+    return await _session_identity(token, pending=False)
+
+
 async def pending_user(token: str) -> dict[str, Any] | None:
     """The user of a session waiting for its second factor (only the login pages ask)."""
-    return await _session_user(token, pending=True)
+    identity = await _session_identity(token, pending=True)
+    return identity[0] if identity else None
 
 
 class CodeAlreadyUsed(Exception):

@@ -28,8 +28,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bench import records
+from core.services import deal_totals
 from core.services.clients import search_key
-from core.services.deal_totals import LIVE_DEALS
 from core.services.users import hash_password
 from core.validation import _INN10, _INN12_A, _INN12_B, _check_digit
 
@@ -459,12 +459,8 @@ async def _pipelines(db: Db) -> list[records.Pipeline]:
 async def rebuild_deal_totals(db: Db) -> None:
     """What core.services.deal_totals.rebuild does, on this connection (inside the load's
     transaction): rows written around the deals service need their totals recomputed."""
-    await db.execute("DELETE FROM core_deal_total")
-    await db.execute(
-        "INSERT INTO core_deal_total (stage, responsible, currency, deals, amount_minor) "
-        f"SELECT d.stage, d.responsible, d.currency, COUNT(*), COALESCE(SUM(d.amount_minor), 0) "
-        f"{LIVE_DEALS} GROUP BY d.stage, d.responsible, d.currency"
-    )
+    for statement in deal_totals.REBUILD:
+        await db.execute(statement)
 
 
 async def _load(db: Db, clients: int, log: Callable[[str], None]) -> None:

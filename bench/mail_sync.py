@@ -119,12 +119,12 @@ async def _prepare_database(engine: str, pool: bool) -> None:
             await conn.execute("CREATE DATABASE kartoteka_mail_bench")
         finally:
             await conn.close()
-    from core.db import bind_tables, get_engine, migrate
+    from core.db import bind_tables, migrate, start_pool
 
     bind_tables()
     await migrate()
     if engine == "postgresql" and pool:  # as the web and service processes run
-        await get_engine().start_connection_pool()  # type: ignore[attr-defined]
+        await start_pool()
 
 
 async def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:

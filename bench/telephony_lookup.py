@@ -46,13 +46,13 @@ def summary(name: str, times: list[float]) -> str:
 
 
 async def run(url: str, samples: int, seed: int, pool: bool) -> list[str]:
-    from core.db import bind_tables, get_engine
+    from core.db import bind_tables, get_engine, start_pool
     from core.services.clients import find_client
 
     bind_tables()
     engine = get_engine()
     if pool:  # as the web processes run in server mode; without it each query connects
-        await engine.start_connection_pool()  # type: ignore[attr-defined]
+        await start_pool()
     rng = random.Random(seed)
     clients = await engine.run_ddl(  # type: ignore[attr-defined]
         "SELECT p.value, p.client FROM core_contact_point p TABLESAMPLE SYSTEM (1) "

@@ -77,14 +77,19 @@ def negated(changes: Iterable[tuple[Key, int, int]]) -> list[tuple[Key, int, int
     return [(key, -deals, -amount) for key, deals, amount in changes]
 
 
+REBUILD = (
+    "DELETE FROM core_deal_total",
+    "INSERT INTO core_deal_total (stage, responsible, currency, deals, amount_minor) "
+    "SELECT d.stage, d.responsible, d.currency, COUNT(*), "
+    f"COALESCE(SUM(d.amount_minor), 0) {LIVE_DEALS} "
+    "GROUP BY d.stage, d.responsible, d.currency",
+)
+"""Plain SQL, so a bulk loader on its own connection can run it inside its load."""
+
+
 async def rebuild() -> None:
     """Recompute every total from the deals (after rows were written around the deals
     service: a bulk load, a repair)."""
     async with write():
-        await DealTotal.raw("DELETE FROM core_deal_total")
-        await DealTotal.raw(
-            "INSERT INTO core_deal_total (stage, responsible, currency, deals, amount_minor) "
-            "SELECT d.stage, d.responsible, d.currency, COUNT(*), "
-            f"COALESCE(SUM(d.amount_minor), 0) {LIVE_DEALS} "
-            "GROUP BY d.stage, d.responsible, d.currency"
-        )
+        for statement in REBUILD:
+            await DealTotal.raw(statement)

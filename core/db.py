@@ -68,7 +68,7 @@ class ReusingSQLiteEngine(SQLiteEngine):
             del self._shared[loop]
             await shared.connection.close()
         connection = await self._open_shared()
-        self._shared[loop] = _SharedConnection(connection, _file_id(self.path))
+        self._shared[loop] = _SharedConnection(connection, current)
         return connection
 
     async def _open_shared(self) -> aiosqlite.Connection:
@@ -106,9 +106,8 @@ class ReusingSQLiteEngine(SQLiteEngine):
         query_type: str = "generic",
         table: Any = None,
     ) -> Any:
-        # Piccolo repeats "PRAGMA foreign_keys" before each statement of a transaction;
-        # get_connection has set it once for the connection.
-        connection.row_factory = dict_factory
+        # Piccolo repeats "PRAGMA foreign_keys" and the row factory before each statement
+        # of a transaction; its get_connection has set both once for the connection.
         async with connection.execute(query, args or []) as cursor:
             return await cursor.fetchall()
 

@@ -18,11 +18,15 @@ class SealError(ValueError):
     """A sealed value cannot be opened: the install's secret key has changed."""
 
 
+def purpose_key(label: str, *, secret_key: str | None = None) -> bytes:
+    """32 bytes derived from the install's secret key for one purpose: the label keeps
+    each use (sealing, signed links...) apart from every other."""
+    secret = secret_key or get_settings().secret_key
+    return hashlib.sha256(f"{label}:".encode() + secret.encode()).digest()
+
+
 def _fernet(secret_key: str | None = None) -> Fernet:
-    # A fixed label keeps this key apart from every other use of the secret key.
-    material = hashlib.sha256(
-        b"kartoteka.sealed.v1:" + (secret_key or get_settings().secret_key).encode()
-    ).digest()
+    material = purpose_key("kartoteka.sealed.v1", secret_key=secret_key)
     return Fernet(base64.urlsafe_b64encode(material))
 
 

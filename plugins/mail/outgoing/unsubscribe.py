@@ -12,8 +12,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from core.sealed import purpose_key
 from core.services.common import utcnow, write
-from core.settings import get_settings
 from plugins.mail.outgoing.tables import Mailing, MailUnsubscribe
 
 PATH = "/p/mail/unsubscribe/"
@@ -25,15 +25,9 @@ class Subscription:
     mailing_id: int
 
 
-def _key() -> bytes:
-    # A fixed label keeps this key apart from every other use of the secret key.
-    return hashlib.sha256(
-        b"kartoteka.mail.unsubscribe.v1:" + get_settings().secret_key.encode()
-    ).digest()
-
-
 def _sign(payload: bytes) -> str:
-    return hmac.new(_key(), payload, hashlib.sha256).hexdigest()[:32]
+    key = purpose_key("kartoteka.mail.unsubscribe.v1")
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()[:32]
 
 
 def make_token(email: str, mailing_id: int) -> str:

@@ -25,7 +25,7 @@ import asyncpg
 import pytest
 
 from plugins.telephony.tests.ami_server import ScriptedAmiServer, as_trunk_call, blocks, capture
-from tests.test_e2e_browser import CHROMIUM, KARTOTEKA, _free_port
+from tests.test_e2e_browser import CHROMIUM, KARTOTEKA, _free_port, launch_chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -197,17 +197,7 @@ def browser(server: dict[str, Any], tmp_path: Path) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        chromium = launch_chromium(playwright)
         try:
             yield chromium
         except Exception:

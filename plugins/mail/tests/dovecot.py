@@ -133,7 +133,8 @@ class Dovecot:
         (root / "passwd").chmod(0o644)  # test-only plain passwords
         uid, gid = _mail_owner()
         server = cls(root=root, port=free_port(), ssl_port=free_port())
-        _self_signed(root)
+        # Tests trust cert.pem via SSL_CERT_FILE.
+        write_self_signed(root / "cert.pem", root / "key.pem")
         server._pool = [f"u{i:04d}-{uuid.uuid4().hex[:6]}@example.test" for i in range(POOL_SIZE)]
         server._write_users([(login, POOL_PASSWORD) for login in server._pool])
         (root / "dovecot.conf").write_text(
@@ -242,8 +243,8 @@ class Dovecot:
             conn.logout()
 
 
-def _self_signed(root: Path) -> None:
-    """A certificate for 127.0.0.1 (``cert.pem``): tests trust it via SSL_CERT_FILE."""
+def write_self_signed(cert_path: Path, key_path: Path) -> None:
+    """A certificate for 127.0.0.1 and localhost, and its key (the test servers' TLS)."""
     import datetime
     import ipaddress
 
@@ -264,21 +265,23 @@ def _self_signed(root: Path) -> None:
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    (root / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (root / "key.pem").write_bytes(
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
     )
-    (root / "key.pem").chmod(0o600)
+    key_path.chmod(0o600)
 
 
 def _mail_owner() -> tuple[int, int]:

@@ -55,6 +55,7 @@ bench: bench-full bench-scope bench-backup ## every benchmark; BENCH_ARGS="--pre
 
 .PHONY: bench-full
 bench-full: $(STAMP) ## issue 7's table: every page, search and write as manager and admin, p50/p95/p99, req/s, RSS
+	bash scripts/system-deps.sh wrk
 	$(BIN)/python -m bench.full $(BENCH_ARGS)
 
 .PHONY: bench-backup

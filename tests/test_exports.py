@@ -378,6 +378,34 @@ async def test_too_many_card_views_in_an_hour_alert_the_admins_once(
     assert page.text.count('class="audit-flagged"') == 1
 
 
+async def test_every_card_view_is_logged_but_only_a_first_view_checks_the_pace(
+    db: None, manager: dict[str, Any], monkeypatch: Any
+) -> None:
+    checks: list[int] = []
+
+    async def counting_check(user: dict[str, Any]) -> bool:
+        checks.append(int(user["id"]))
+        return False
+
+    monkeypatch.setattr(audit, "check_activity", counting_check)
+    first, second = await _client("First", manager["id"]), await _client("Second", manager["id"])
+    with access.acting_as(await access.for_user(manager)):
+        for client_id in (first, first, second, first, second):
+            await audit.record_view(client_id)
+    assert checks == [manager["id"]] * 2, "a repeat within the hour cannot raise the pace"
+    views = await _entries("client.view")
+    assert [v["object_id"] for v in views] == [str(c) for c in (first, first, second, first, second)]
+    assert all(v["actor_id"] == manager["id"] and v["object_type"] == "client" for v in views)
+    assert all(v["actor_name"] == manager["username"] and not v["flagged"] for v in views)
+    assert all(v["changes"] == {} and v["occurred_at"].tzinfo is not None for v in views)
+
+    long_ago = utcnow() - timedelta(hours=2)
+    await audit.record("client.view", "client", "999", "", actor=manager, at=long_ago)
+    with access.acting_as(await access.for_user(manager)):
+        await audit.record_view(999)
+    assert len(checks) == 3, "a view from before the window does not make a repeat"
+
+
 async def test_an_alert_older_than_an_hour_does_not_silence_a_new_one(
     db: None, manager: dict[str, Any], low_threshold: None
 ) -> None:

@@ -112,6 +112,17 @@ class Access:
             condition = part if condition is None else condition | part
         return condition
 
+    def owner_sql(self, record_type: str, *owner_columns: str) -> tuple[str, list[int]]:
+        """`owner_filter` for a raw query: a condition with ``{}`` placeholders and their
+        values, or ``("", [])`` when every record is visible."""
+        owners = self.visible_owners(record_type)
+        if owners is None:
+            return "", []
+        ids = sorted(owners) or [0]
+        marks = ", ".join("{}" for _ in ids)
+        condition = " OR ".join(f"{column} IN ({marks})" for column in owner_columns)
+        return f"({condition})", ids * len(owner_columns)
+
     def client_filter(self, record_type: str, client_column: Any) -> Any | None:
         """For records attached to a client: visible when their client's owner is.
 

@@ -461,20 +461,20 @@ def _redacted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def for_client(client_id: int) -> list[dict[str, Any]]:
-    """The client's deals for its card: open ones first, newest first within each group."""
-    rows = (
-        await Deal.select(
-            Deal.id,
-            Deal.title,
-            Deal.amount_minor,
-            Deal.currency,
-            Deal.stage,
-            Deal.closed_at,
-            Deal.stage.name.as_alias("stage_name"),
-            Deal.stage.outcome.as_alias("stage_outcome"),
-        )
-        .where(_scoped((Deal.client == client_id) & Deal.deleted_at.is_null()))
-        .order_by(Deal.id, ascending=False)
+    """The client's deals for its card: open ones first, newest first within each group.
+
+    Raw SQL: every card view runs it (Piccolo's query building cost more than the query).
+    """
+    visible, owner_ids = access.current().owner_sql("deal", "d.responsible")
+    rows = await Deal.raw(
+        "SELECT d.id, d.title, d.amount_minor, d.currency, d.stage, d.closed_at, "
+        "s.name AS stage_name, s.outcome AS stage_outcome "
+        "FROM core_deal d LEFT JOIN core_stage s ON s.id = d.stage "
+        "WHERE d.client = {} AND d.deleted_at IS NULL"
+        + (f" AND {visible}" if visible else "")
+        + " ORDER BY d.id DESC",
+        client_id,
+        *owner_ids,
     )
     rows.sort(key=lambda r: r["stage_outcome"] != "open")
     return _redacted(rows)

@@ -103,7 +103,14 @@ def to_local(value: datetime) -> datetime:
 def format_datetime(value: datetime | None, format: str = "short") -> str:
     if value is None:
         return ""
-    return dates.format_datetime(to_local(value), format=format, locale=_locale())
+    return _formatted_datetime(value, format, current_locale.get(), current_timezone.get())
+
+
+@lru_cache(maxsize=4096)
+def _formatted_datetime(value: datetime, format: str, locale: str, zone: str) -> str:
+    """Memoised: Babel takes ~20 µs a date, and lists show the same moments on every visit."""
+    local = value.astimezone(ZoneInfo(zone))
+    return dates.format_datetime(local, format=format, locale=_parsed_locale(locale))
 
 
 def format_date(value: date | datetime | None, format: str = "medium") -> str:

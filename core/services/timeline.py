@@ -73,6 +73,9 @@ async def page(
     hide_amounts = me.hides("deal.amount")
     entries = []
     for row in rows[:size]:
+        # Everything the entry's HTML depends on besides language and time zone, so a
+        # page can reuse it (core.web.timeline): the row as stored, and the redaction.
+        row["render_key"] = (*row.values(), hide_amounts)
         row["occurred_at"] = as_utc(row["occurred_at"])
         payload = row["payload"]
         row["payload"] = json.loads(payload) if isinstance(payload, str) else payload or {}

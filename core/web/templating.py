@@ -15,6 +15,7 @@ from core import access, i18n
 from core.runtime import Runtime
 from core.settings import PROJECT_ROOT
 from core.validation import format_phone
+from core.web.timeline import timeline_entry
 
 CORE_TEMPLATES = Path(__file__).parent / "templates"
 CORE_STATIC = Path(__file__).parent / "static"
@@ -68,6 +69,7 @@ def _configure(env: Environment, runtime: Runtime) -> None:
         current_locale=i18n.current_locale.get,
         # Collected once: core/_phone.html shows those the page's user may use.
         phone_actions=sorted(runtime.plugins.collect("phone_actions"), key=lambda a: a.order),
+        timeline_entry=timeline_entry,
     )
     runtime.plugins.pm.hook.jinja_environment(env=env)
 

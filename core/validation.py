@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
 import phonenumbers
@@ -196,8 +197,11 @@ def try_normalize_phone(value: str, region: str) -> str | None:
         return None
 
 
+@lru_cache(maxsize=4096)
 def format_phone(e164: str, region: str) -> str:
-    """National format for numbers of the install's region, international otherwise."""
+    """National format for numbers of the install's region, international otherwise.
+
+    Memoised: parsing a number takes ~100 µs, and pages show the same numbers all day."""
     try:
         parsed = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:

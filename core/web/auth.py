@@ -106,7 +106,8 @@ def auth_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def require_access(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+async def require_access(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Async although it awaits nothing: Litestar runs a plain guard in a worker thread."""
     opt = handler.opt
     if opt.get("public"):
         return

@@ -81,8 +81,11 @@ def _secure_cookie(value: bytes) -> bytes:
     return value if b"secure" in attributes else value + b"; Secure"
 
 
-def add_security_headers(message: Message, scope: Scope) -> None:
-    """A ``before_send`` hook, so error pages (CSRF refusals, unknown paths) get them too."""
+async def add_security_headers(message: Message, scope: Scope) -> None:
+    """A ``before_send`` hook, so error pages (CSRF refusals, unknown paths) get them too.
+
+    Async although it awaits nothing: Litestar runs a plain function hook in a worker
+    thread, a hand-off on every message of every response."""
     if message["type"] != "http.response.start":
         return
     secure = scope.get("scheme") == "https" or get_runtime().settings.secure_cookies

@@ -48,15 +48,19 @@ async def page(
     query itself (index ``core_timeline_client_time``).
     """
     me = access.current()
+    # Names and deal owners as subqueries, not joins: the newest entries then come
+    # straight off the index, 31 rows read however long the client's history is.
     sql = (
-        "SELECT t.id, t.kind, t.occurred_at, t.payload, t.deal, u.full_name AS author_name "
-        "FROM core_timeline t LEFT JOIN core_user u ON u.id = t.author"
+        "SELECT t.id, t.kind, t.occurred_at, t.payload, t.deal, "
+        "(SELECT u.full_name FROM core_user u WHERE u.id = t.author) AS author_name "
+        "FROM core_timeline t"
     )
     where, args = " WHERE t.client = {}", [client_id]
     # Entries about deals the user may not see stay hidden.
-    deals_visible, owner_ids = me.owner_sql("deal", "d.responsible")
+    deals_visible, owner_ids = me.owner_sql(
+        "deal", "(SELECT d.responsible FROM core_deal d WHERE d.id = t.deal)"
+    )
     if deals_visible:
-        sql += " LEFT JOIN core_deal d ON d.id = t.deal"
         where += f" AND (t.deal IS NULL OR {deals_visible})"
         args += owner_ids
     if deal_id is not None:

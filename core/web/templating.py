@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader
+from jinja2 import Environment, FileSystemLoader, pass_eval_context
+from jinja2.nodes import EvalContext
 from litestar import Request
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
+from markupsafe import Markup
 
 from core import access, i18n
 from core.runtime import Runtime
@@ -45,6 +47,16 @@ def static_dirs(runtime: Runtime) -> list[Path]:
     return [*dirs, THEMES_DIR / "default" / "static", CORE_STATIC]
 
 
+@pass_eval_context
+def _template_gettext(eval_context: EvalContext, message: str, **variables: Any) -> str:
+    """Jinja's newstyle gettext (a trusted translation, escaped variables) without
+    formatting a string that has nothing to format: that was a tenth of a card."""
+    text = i18n.gettext(message)
+    if eval_context.autoescape:
+        text = Markup(text)
+    return text % variables if variables or "%" in text else text
+
+
 def _configure(env: Environment, runtime: Runtime) -> None:
     # Templates change only with an upgrade, which restarts the processes: no stat()
     # of every template on every render, except while developing.
@@ -53,6 +65,7 @@ def _configure(env: Environment, runtime: Runtime) -> None:
     env.install_gettext_callables(  # type: ignore[attr-defined]
         gettext=i18n.gettext, ngettext=i18n.ngettext, newstyle=True
     )
+    env.globals.update(_=_template_gettext, gettext=_template_gettext)
     region = runtime.settings.default_region
     env.filters.update(
         datetime=i18n.format_datetime,

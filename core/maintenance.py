@@ -24,9 +24,15 @@ def _flag(data_dir: Path | None = None) -> Path:
 
 
 def current(data_dir: Path | None = None) -> dict[str, Any] | None:
-    """``{"reason": ..., "since": ..., "kind": ...}`` while maintenance is on, else None."""
+    """``{"reason": ..., "since": ..., "kind": ...}`` while maintenance is on, else None.
+
+    Every request asks: a missing file is the answer almost always, so it is looked
+    for before it is opened (a failed open raises, which costs more)."""
+    flag = _flag(data_dir)
+    if not os.path.exists(flag):
+        return None
     try:
-        return json.loads(_flag(data_dir).read_text(encoding="utf-8"))
+        return json.loads(flag.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):

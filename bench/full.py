@@ -11,7 +11,8 @@ workers, no debug, no plugins); SQLite the embedded one (one process, jobs insid
 Each scenario sends `--warmup` untimed requests, then `--requests` timed ones, one
 after the other on one keep-alive connection, as a browser does; then the client card
 is hammered by `--connections` concurrent connections (wrk when installed, else Python
-threads) for the requests-per-second figure. Times are taken on the client, over
+threads) for the requests-per-second figure, `--throughput-runs` times (the median is
+judged), with the CPU the server and PostgreSQL spent per request. Times are taken on the client, over
 loopback: server time plus the client's own HTTP work, so an upper bound.
 
 Writes go through the browser's own requests (the client form posted with its CSRF
@@ -27,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,7 +71,15 @@ from bench.scoped_lists import (
     search_url,
     shown_ids,
 )
-from bench.server import Server, ServerError, ensure_database, free_port, migrate, production_env
+from bench.server import (
+    Server,
+    ServerError,
+    ensure_database,
+    free_port,
+    migrate,
+    postgres_cpu_seconds,
+    production_env,
+)
 from core.services.clients import search_key
 
 PAGE_MS, EXACT_MS, WRITE_MS = 25.0, 10.0, 30.0
@@ -134,10 +144,10 @@ class Throughput:
     p50: float
     p99: float
     tool: str
-
-    @property
-    def met(self) -> bool:
-        return self.per_second >= CARD_PER_SECOND and self.errors == 0
+    server_cpu_ms: float = 0.0
+    """CPU time of the server's processes per request: comparable across machines and
+    moments, where requests per second move with whatever else the machine runs."""
+    database_cpu_ms: float = 0.0
 
 
 @dataclass
@@ -388,13 +398,26 @@ def measure(
 
 
 def throughput(
-    base_url: str, http: httpx.Client, url: str, role: str, connections: int, seconds: float
+    server: Server,
+    http: httpx.Client,
+    url: str,
+    role: str,
+    connections: int,
+    seconds: float,
+    database_cpu: Callable[[], float],
 ) -> Throughput:
-    """Requests per second of `url` under `connections` concurrent keep-alive connections."""
+    """Requests per second of `url` under `connections` concurrent keep-alive connections,
+    and the CPU the server and the database (`database_cpu`) spent on each."""
     cookie = "; ".join(f"{name}={value}" for name, value in http.cookies.items())
+    server_before, database_before = server.cpu_seconds(), database_cpu()
     if shutil.which("wrk"):
-        return _wrk(base_url + url, cookie, role, connections, seconds)
-    return _threads(base_url, url, cookie, role, connections, seconds)
+        rate = _wrk(server.base_url + url, cookie, role, connections, seconds)
+    else:
+        rate = _threads(server.base_url, url, cookie, role, connections, seconds)
+    if rate.requests:
+        rate.server_cpu_ms = 1000 * (server.cpu_seconds() - server_before) / rate.requests
+        rate.database_cpu_ms = 1000 * (database_cpu() - database_before) / rate.requests
+    return rate
 
 
 def _wrk(url: str, cookie: str, role: str, connections: int, seconds: float) -> Throughput:
@@ -631,11 +654,18 @@ def print_report(
             f"{r.per_second:6.0f} {'≤' + format(r.target_ms, '.0f'):>6} {mark}   {r.note}"
         )
     for t in rates:
-        mark = "✓" if t.met else "✗"
         print(
             f"\nthroughput, {t.scenario}, {t.role}, {t.connections} connections, {t.seconds:.0f} s "
-            f"({t.tool}): {t.per_second:.0f} req/s (target ≥ {CARD_PER_SECOND}) {mark}; "
-            f"p50 {t.p50:.1f} ms, p99 {t.p99:.1f} ms under load; {t.errors} errors"
+            f"({t.tool}): {t.per_second:.0f} req/s; p50 {t.p50:.1f} ms, p99 {t.p99:.1f} ms "
+            f"under load; {t.errors} errors; CPU per request: server {t.server_cpu_ms:.2f} ms, "
+            f"PostgreSQL {t.database_cpu_ms:.2f} ms (local processes)"
+        )
+    if rates:
+        median = statistics.median(t.per_second for t in rates)
+        mark = "✓" if throughput_met(rates) else "✗"
+        print(
+            f"throughput, median of {len(rates)} runs: {median:.0f} req/s "
+            f"(target ≥ {CARD_PER_SECOND}) {mark}"
         )
     sizes = ", ".join(f"{size:.0f}" for size in rss)
     mark = "✓" if rss and max(rss) <= WORKER_RSS_TARGET_MB else "✗"
@@ -643,8 +673,14 @@ def print_report(
         f"server RSS per process: {sizes} MB (target ≤ {WORKER_RSS_TARGET_MB} MB each) {mark}; "
         f"total {sum(rss):.0f} MB"
     )
-    missed = [r for r in results if not r.met] + [t for t in rates if not t.met]
-    print(f"targets missed: {len(missed)} of {len(results) + len(rates)}")
+    missed = len([r for r in results if not r.met]) + (bool(rates) and not throughput_met(rates))
+    print(f"targets missed: {missed} of {len(results) + bool(rates)}")
+
+
+def throughput_met(rates: list[Throughput]) -> bool:
+    """The median run reaches the target and no run had an error."""
+    median = statistics.median(t.per_second for t in rates)
+    return median >= CARD_PER_SECOND and not any(t.errors for t in rates)
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -658,6 +694,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30, help="time limit of one scenario")
     parser.add_argument("--connections", type=int, default=16, help="for the throughput run")
     parser.add_argument("--throughput-seconds", type=float, default=15)
+    parser.add_argument(
+        "--throughput-runs",
+        type=int,
+        default=3,
+        help="the throughput run repeated (the median is judged: a shared machine is noisy)",
+    )
     parser.add_argument("--broker-url", default=DEFAULT_BROKER_URL, help="server mode only")
     parser.add_argument("--keep-server", action="store_true", help="leave the server running")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -725,16 +767,19 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(result)
                     print(f"  {role}: {scenario.name}: p95 {result.p95:.1f} ms", flush=True)
                 if role == "manager" and args.throughput_seconds > 0:
-                    rates.append(
+                    rates += [
                         throughput(
-                            server.base_url,
+                            server,
                             http,
                             f"/clients/{card}",
                             role,
                             args.connections,
                             args.throughput_seconds,
+                            # SQLite works inside the server process, already counted.
+                            postgres_cpu_seconds if target.engine == "postgresql" else float,
                         )
-                    )
+                        for _ in range(args.throughput_runs)
+                    ]
             finally:
                 http.close()
         rss = server.rss_mb()
@@ -759,7 +804,8 @@ def main(argv: list[str] | None = None) -> int:
             "clients": dataset.clients,
             "load_seconds": dataset.load_seconds,
             "results": [asdict(r) | {"met": r.met} for r in results],
-            "throughput": [asdict(t) | {"met": t.met} for t in rates],
+            "throughput": [asdict(t) for t in rates],
+            "throughput_met": bool(rates) and throughput_met(rates),
             "rss_mb": rss,
             "load_average": load,
             "revision": revision(),

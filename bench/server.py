@@ -106,6 +106,10 @@ class Server:
         """Resident memory of the server and every process under it, in MB."""
         return [size for pid in _process_tree(self.process.pid) if (size := _rss_mb(pid))]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server and every process under it."""
+        return sum(_cpu_seconds(pid) for pid in _process_tree(self.process.pid))
+
     def stop(self) -> None:
         if self.process.poll() is not None:
             return
@@ -122,18 +126,43 @@ def _process_tree(pid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
+        fields = _stat_fields(int(entry.name))[1]
+        if fields:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
     tree, todo = [], [pid]
     while todo:
         current = todo.pop()
         tree.append(current)
         todo.extend(children.get(current, []))
     return tree
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time used so far by this machine's PostgreSQL processes (0 when none run here)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _command(int(entry.name)) == "postgres":
+            total += _cpu_seconds(int(entry.name))
+    return total
+
+
+def _stat_fields(pid: int) -> tuple[str, list[str]]:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "", []
+    name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+    return name, rest.split()
+
+
+def _command(pid: int) -> str:
+    return _stat_fields(pid)[0]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = _stat_fields(pid)[1]
+    # utime and stime, the 14th and 15th fields of /proc/<pid>/stat, in clock ticks
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
 
 
 def _rss_mb(pid: int) -> float:

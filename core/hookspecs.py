@@ -110,8 +110,11 @@ def timeline_kinds() -> list[Any]:
     Returns:
         ``core.hooktypes.TimelineKind`` objects mapping an entry ``kind`` (e.g.
         ``"telephony.call"``) to a Jinja template. The template gets ``entry`` with
-        ``kind``, ``occurred_at``, ``author_name`` and the JSON ``payload`` the plugin
-        stored through ``core.services.timeline.add_entry``.
+        ``kind``, ``occurred_at``, ``author_name``, ``deal`` and the JSON ``payload``
+        the plugin stored through ``core.services.timeline.add_entry``, and
+        ``timeline_templates`` (kind to `TimelineKind`); nothing of the page. An entry
+        never changes, so its HTML is rendered once per language and time zone and
+        reused: the template must depend on the entry alone.
 
     Example::
 

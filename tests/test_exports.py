@@ -394,7 +394,9 @@ async def test_every_card_view_is_logged_but_only_a_first_view_checks_the_pace(
             await audit.record_view(client_id)
     assert checks == [manager["id"]] * 2, "a repeat within the hour cannot raise the pace"
     views = await _entries("client.view")
-    assert [v["object_id"] for v in views] == [str(c) for c in (first, first, second, first, second)]
+    assert [v["object_id"] for v in views] == [
+        str(c) for c in (first, first, second, first, second)
+    ]
     assert all(v["actor_id"] == manager["id"] and v["object_type"] == "client" for v in views)
     assert all(v["actor_name"] == manager["username"] and not v["flagged"] for v in views)
     assert all(v["changes"] == {} and v["occurred_at"].tzinfo is not None for v in views)

@@ -118,7 +118,13 @@ def format_date(value: date | datetime | None, format: str = "medium") -> str:
         return ""
     if isinstance(value, datetime):
         value = to_local(value).date()
-    return dates.format_date(value, format=format, locale=_locale())
+    return _formatted_date(value, format, current_locale.get())
+
+
+@lru_cache(maxsize=4096)
+def _formatted_date(value: date, format: str, locale: str) -> str:
+    """Memoised: a board shows a hundred expected close dates, mostly the same few."""
+    return dates.format_date(value, format=format, locale=_parsed_locale(locale))
 
 
 def format_time(value: datetime | None) -> str:

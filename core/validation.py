@@ -174,8 +174,12 @@ def kpp(value: Any) -> str:
 # --- phones and e-mails -------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def normalize_phone(value: str, region: str) -> str:
-    """Any human spelling ('8 (912) 345-67-89') -> E.164 ('+79123456789')."""
+    """Any human spelling ('8 (912) 345-67-89') -> E.164 ('+79123456789').
+
+    Memoised (a failure raises, so is not kept): search as you type asks for the same
+    spellings again and again, and parsing one takes ~70 µs."""
     raw = value.strip()
     if not raw:
         raise FieldError(_("Enter a phone number."))

@@ -95,6 +95,7 @@ async def test_benchmark_runs_against_the_test_database(
         assert timed >= SCENARIOS, (role, SCENARIOS - timed)
         assert any(name.startswith("last page") for name in timed), role
     assert all(r["requests"] == 3 and r["p95"] > 0 for r in report["results"])
+    assert all(r["client_p95"] >= r["p50"] for r in report["results"]), "server time is less"
     assert report["rss_mb"] and all(size > 0 for size in report["rss_mb"])
 
     def page_query(role: str, label: str) -> str:
@@ -202,6 +203,7 @@ async def test_full_benchmark_runs_every_scenario_and_undoes_its_writes(
         assert all(rows[name]["note"] == "found" for name in FOUND), role
         assert rows["create client"]["note"] == "created"
     assert all(r["requests"] == 3 and r["p95"] > 0 for r in report["results"])
+    assert all(r["client_p95"] >= r["p50"] for r in report["results"]), "server time is less"
     assert len(report["throughput"]) == 2 and isinstance(report["throughput_met"], bool)
     for rate in report["throughput"]:
         assert rate["requests"] > 0 and rate["errors"] == 0 and rate["server_cpu_ms"] > 0

@@ -25,3 +25,13 @@ async def test_login_and_create_client(as_manager, manager):
     )
     assert bad.status_code == 422
     assert field_error(bad.text, "inn")
+
+
+async def test_every_response_tells_the_app_time(as_manager, client):
+    """Server-Timing (core/web/timing.py): the benchmark's latencies are server time."""
+    import re
+
+    for http, url in ((as_manager, "/clients"), (as_manager, "/clients/999999"), (client, "/login")):
+        response = await http.get(url)
+        match = re.fullmatch(r"app;dur=(\d+\.\d\d)", response.headers.get("server-timing", ""))
+        assert match and 0 < float(match.group(1)) < 10_000, (url, response.headers)

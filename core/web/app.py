@@ -37,6 +37,7 @@ from core.web.auth import auth_middleware, require_access
 from core.web.maintenance import maintenance_middleware
 from core.web.security import add_security_headers, password_change_middleware
 from core.web.templating import page_context, static_dirs, template_config
+from core.web.timing import server_timing_middleware
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,12 @@ def create_app(
             ),
         ],
         guards=[require_access],
-        middleware=[maintenance_middleware, auth_middleware, password_change_middleware],
+        middleware=[
+            server_timing_middleware,
+            maintenance_middleware,
+            auth_middleware,
+            password_change_middleware,
+        ],
         before_send=[add_security_headers],
         plugins=[HTMXPlugin()],
         template_config=template_config(runtime),

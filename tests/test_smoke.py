@@ -31,7 +31,11 @@ async def test_every_response_tells_the_app_time(as_manager, client):
     """Server-Timing (core/web/timing.py): the benchmark's latencies are server time."""
     import re
 
-    for http, url in ((as_manager, "/clients"), (as_manager, "/clients/999999"), (client, "/login")):
+    for http, url in (
+        (as_manager, "/clients"),
+        (as_manager, "/clients/999999"),
+        (client, "/login"),
+    ):
         response = await http.get(url)
         match = re.fullmatch(r"app;dur=(\d+\.\d\d)", response.headers.get("server-timing", ""))
         assert match and 0 < float(match.group(1)) < 10_000, (url, response.headers)

@@ -484,19 +484,33 @@ async def for_client(client_id: int) -> list[dict[str, Any]]:
 
 
 async def move_deal(
-    deal_id: int, stage_id: Any, actor_id: int | None, lost_reason: str = ""
+    deal_id: int,
+    stage_id: Any,
+    actor_id: int | None,
+    lost_reason: str = "",
+    deal: dict[str, Any] | None = None,
 ) -> bool:
-    """Move a deal to another stage of its pipeline; False if it was already there."""
-    deal = await get_deal(deal_id)
+    """Move a deal to another stage of its pipeline; False if it was already there.
+
+    ``deal``: the deal as `get_deal` returned it, when the caller already has it.
+    """
+    deal = deal or await get_deal(deal_id)
     try:
         target_id = integer(minimum=1)(stage_id)
     except FieldError:
         raise ValidationError({"stage": _("Choose a stage.")}) from None
-    target = await Stage.select().where(Stage.id == target_id).first()
+    # The pipeline's stages in one query: the target and, below, the stage left behind.
+    stages = {
+        stage["id"]: stage
+        for stage in await Stage.select(Stage.id, Stage.name, Stage.outcome).where(
+            Stage.pipeline == deal["pipeline"]
+        )
+    }
+    target = stages.get(target_id)
     if target is None:
+        if await Stage.exists().where(Stage.id == target_id):
+            raise ValidationError({"stage": _("This stage belongs to another pipeline.")})
         raise ValidationError({"stage": _("This stage does not exist.")})
-    if target["pipeline"] != deal["pipeline"]:
-        raise ValidationError({"stage": _("This stage belongs to another pipeline.")})
     reason = ""
     if target["outcome"] == "lost":
         try:
@@ -516,7 +530,7 @@ async def move_deal(
         from_id = current["stage"]
         if from_id == target_id:
             return False
-        source = await Stage.select(Stage.name, Stage.outcome).where(Stage.id == from_id).first()
+        source = stages.get(from_id)
         now = utcnow()
         updated = (
             await Deal.update(

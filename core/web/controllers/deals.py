@@ -97,7 +97,11 @@ async def deal_move(request: Request, deal_id: FromPath[int]) -> Response[Any]:
     responsible = _optional_int(data.get("responsible"))
     try:
         await deals.move_deal(
-            deal_id, data.get("stage"), user["id"], str(data.get("lost_reason", "") or "")
+            deal_id,
+            data.get("stage"),
+            user["id"],
+            str(data.get("lost_reason", "") or ""),
+            deal=deal,
         )
     except ValidationError as exc:
         if from_card:

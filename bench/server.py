@@ -141,8 +141,10 @@ def postgres_cpu_seconds() -> float:
     """CPU time used so far by this machine's PostgreSQL processes (0 when none run here)."""
     total = 0.0
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _command(int(entry.name)) == "postgres":
-            total += _cpu_seconds(int(entry.name))
+        if entry.name.isdigit():
+            name, fields = _stat_fields(int(entry.name))
+            if name == "postgres":
+                total += _ticks_seconds(fields)
     return total
 
 
@@ -155,12 +157,11 @@ def _stat_fields(pid: int) -> tuple[str, list[str]]:
     return name, rest.split()
 
 
-def _command(pid: int) -> str:
-    return _stat_fields(pid)[0]
-
-
 def _cpu_seconds(pid: int) -> float:
-    fields = _stat_fields(pid)[1]
+    return _ticks_seconds(_stat_fields(pid)[1])
+
+
+def _ticks_seconds(fields: list[str]) -> float:
     # utime and stime, the 14th and 15th fields of /proc/<pid>/stat, in clock ticks
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
 

@@ -628,9 +628,10 @@ async def board(
     if responsible:
         sql += " AND t.responsible = {}"
         args.append(responsible)
-    owners = access.current().visible_owners("deal")
-    if owners is not None:
-        sql += f" AND t.responsible IN ({', '.join(str(int(o)) for o in sorted(owners)) or '0'})"
+    visible_totals, owner_ids = access.current().owner_sql("deal", "t.responsible")
+    if visible_totals:
+        sql += f" AND {visible_totals}"
+        args += owner_ids
     amounts_hidden = access.current().hides("deal.amount")
     for row in await Deal.raw(sql + " GROUP BY t.stage, t.currency", *args):
         if not int(row["n"]):

@@ -327,7 +327,7 @@ def write_scenarios(
                 yield Call(
                     "POST",
                     f"/deals/{writes.deal}/move",
-                    {"stage": str(stage)},
+                    {"stage": str(stage), "refresh": "columns"},  # as the board's "→" sends it
                     {**htmx("board"), "x-csrftoken": csrf},
                 )
 

@@ -34,9 +34,9 @@ async def test_sqlite_queries_share_one_connection_and_notice_a_replaced_file(db
     if not isinstance(engine, ReusingSQLiteEngine):
         return  # PostgreSQL: the pool's business
     await Team.select().run()
-    first = await engine._shared_connection()
-    await Team.select().run()
-    assert await engine._shared_connection() is first
+    first = await engine._shared_connections()
+    await Team.insert(Team(name="Before the copy"))
+    assert await engine._shared_connections() is first
     # A restore puts another file in place: the next query must not read the old one.
     from pathlib import Path
 
@@ -45,6 +45,37 @@ async def test_sqlite_queries_share_one_connection_and_notice_a_replaced_file(db
     live = Path(engine.path)
     copy = live.with_name(live.name + ".copy")
     sqlite_copy(live, copy)
+    await Team.insert(Team(name="After the copy"))
+    assert "After the copy" in {t["name"] for t in await Team.select(Team.name)}
     sqlite_replace(live, copy)
-    assert await engine._shared_connection() is not first
-    await Team.select().run()
+    names = {t["name"] for t in await Team.select(Team.name)}
+    assert "Before the copy" in names and "After the copy" not in names
+    assert await engine._shared_connections() is not first
+
+
+async def test_sqlite_reads_run_on_the_loop_and_see_every_committed_write(db: None) -> None:
+    import threading
+
+    from core.db import ReusingSQLiteEngine, get_engine
+    from core.services.common import write
+    from core.tables import Team
+
+    engine = get_engine()
+    if not isinstance(engine, ReusingSQLiteEngine):
+        return
+    shared = await engine._shared_connections()
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    shared.reader.set_trace_callback(lambda _sql: threads.append(threading.get_ident()))
+    try:
+        await Team.insert(Team(name="Written on the connection's thread"))
+        assert threads == []  # the write did not touch the reader
+        rows = await Team.select(Team.name).where(Team.name.like("Written%"))
+        assert rows == [{"name": "Written on the connection's thread"}]
+        assert threads and set(threads) == {loop_thread}
+        async with write():  # a transaction reads its own writes, on its own connection
+            await Team.insert(Team(name="Inside a transaction"))
+            assert await Team.exists().where(Team.name == "Inside a transaction")
+        assert await Team.count().where(Team.name == "Inside a transaction") == 1
+    finally:
+        shared.reader.set_trace_callback(None)

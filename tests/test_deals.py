@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -337,6 +338,34 @@ async def test_web_board_and_moves(as_manager, pipeline, manager, company) -> No
         headers=htmx,
     )
     assert r.status_code == 200 and r.text.lstrip().startswith('<div id="board"')
+    # the board's own "→" and drops ask for the two changed columns only, out of band
+    new, qualified, proposal = (_stage(pipeline, n) for n in ("New", "Qualified", "Proposal"))
+    r = await post(
+        as_manager,
+        f"/deals/{deal_id}/move",
+        {"stage": proposal, "refresh": "columns"},
+        headers=htmx,
+    )
+    assert r.status_code == 200 and r.headers["hx-reswap"] == "none"
+    columns = re.findall(r'<div class="column[^>]*id="stage-(\d+)"[^>]*hx-swap-oob="true"', r.text)
+    assert columns == [str(qualified), str(proposal)]
+    assert '<div id="board-notice" hx-swap-oob="true">' in r.text
+    assert f'data-stage-id="{new}"' not in r.text and 'id="board"' not in r.text
+    proposal_column = r.text.split(f'id="stage-{proposal}"')[1]
+    assert f'id="deal-{deal_id}"' in proposal_column
+    assert f'id="deal-{deal_id}"' not in r.text.split(f'id="stage-{proposal}"')[0]
+    r = await post(
+        as_manager,
+        f"/deals/{deal_id}/move",
+        {"stage": qualified, "refresh": "columns"},
+        headers=htmx,
+    )
+    assert r.status_code == 200 and f'id="deal-{deal_id}"' in r.text.split('id="stage-')[1]
+    r = await post(
+        as_manager, f"/deals/{deal_id}/move", {"stage": 999999, "refresh": "columns"}, headers=htmx
+    )
+    assert r.status_code == 422 and r.text.lstrip().startswith('<div id="board"')
+    assert "hx-reswap" not in r.headers
     r = await post(as_manager, f"/deals/{deal_id}/move", {"stage": 999999}, headers=htmx)
     assert r.status_code == 422 and 'id="board-error"' in r.text
     r = await post(as_manager, f"/deals/{deal_id}/move", {"stage": "nonsense"}, headers=htmx)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -610,16 +611,19 @@ async def board(
     pipeline_id: int,
     responsible: int | None = None,
     known: list[dict[str, Any]] | None = None,
+    only_stages: Collection[int] | None = None,
 ) -> dict[str, Any]:
     """The kanban of one pipeline: each stage with up to BOARD_CAP deals, the count of the
     rest and the sum of amounts per currency. ``known``: pipelines the caller already
-    loaded with `list_pipelines` (the board page shows them as tabs)."""
+    loaded with `list_pipelines` (the board page shows them as tabs). ``only_stages``:
+    just those columns (a move answers with the two it changed)."""
     pipeline = next((p for p in known or () if p["id"] == pipeline_id), None)
     if pipeline is None:
         pipeline = await get_pipeline(pipeline_id)
+    shown = [s for s in pipeline["stages"] if only_stages is None or s["id"] in only_stages]
     sums: dict[int, dict[str, int]] = {}
     counts: dict[int, int] = {}
-    stage_ids = ", ".join(str(int(stage["id"])) for stage in pipeline["stages"]) or "0"
+    stage_ids = ", ".join(str(int(stage["id"])) for stage in shown) or "0"
     sql = (
         "SELECT t.stage AS stage, t.currency AS currency, SUM(t.deals) AS n, "
         f"SUM(t.amount_minor) AS total FROM core_deal_total t WHERE t.stage IN ({stage_ids})"
@@ -656,13 +660,10 @@ async def board(
     )
     filters = [*([responsible] if responsible else []), *owner_ids]
     found = await asyncio.gather(
-        *(
-            Deal.raw(column_sql, stage["id"], pipeline_id, *filters, BOARD_CAP)
-            for stage in pipeline["stages"]
-        )
+        *(Deal.raw(column_sql, stage["id"], pipeline_id, *filters, BOARD_CAP) for stage in shown)
     )
     columns = []
-    for stage, deals in zip(pipeline["stages"], found, strict=True):
+    for stage, deals in zip(shown, found, strict=True):
         count = counts.get(stage["id"], 0)
         columns.append(
             {

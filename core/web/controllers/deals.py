@@ -14,7 +14,7 @@ from core.services import clients, deals, timeline, users
 from core.services.clients import ClientQuery
 from core.services.common import NotFound
 from core.services.deals import DealQuery
-from core.validation import ValidationError
+from core.validation import ValidationError, integer
 from core.web.controllers.base import (
     current_user,
     form_data,
@@ -132,6 +132,14 @@ async def deal_move(request: Request, deal_id: FromPath[int]) -> Response[Any]:
         return redirect(request, f"/deals/{deal_id}")
     if not is_htmx(request):
         return Redirect(f"/deals?pipeline={deal['pipeline']}", status_code=303)
+    if data.get("refresh") == "columns":
+        # The board's own moves: only the column left and the one entered change, so
+        # only they come back (a third of the work of the whole board).
+        changed = {deal["stage"], integer(minimum=1)(data.get("stage"))}
+        board = await deals.board(deal["pipeline"], responsible, only_stages=changed)
+        page = render(request, "core/deals/_moved.html", board=board, responsible=responsible)
+        page.headers["HX-Reswap"] = "none"
+        return page
     return await _board_page(request, deal["pipeline"], responsible, fragment=True)
 
 

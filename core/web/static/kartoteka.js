@@ -13,7 +13,8 @@ document.addEventListener("DOMContentLoaded", () => {
 });
 
 // Kanban drag-and-drop: dropping a card posts the move; the server validates it and
-// answers with the re-rendered board (or an error message), so the UI never lies.
+// answers with the two columns it changed (or the board with an error message), so the
+// UI never lies.
 document.addEventListener("dragstart", (event) => {
   const card = event.target.closest && event.target.closest("[data-move-url]");
   if (card) event.dataTransfer.setData("text/plain", card.dataset.moveUrl);
@@ -33,7 +34,9 @@ document.addEventListener("drop", (event) => {
   column.classList.remove("drop-target");
   const url = event.dataTransfer.getData("text/plain");
   if (url) {
-    htmx.ajax("POST", url, { target: "#board", swap: "outerHTML", values: { stage: column.dataset.stageId } });
+    htmx.ajax("POST", url, {
+      target: "#board", swap: "outerHTML", values: { stage: column.dataset.stageId, refresh: "columns" },
+    });
   }
 });
 

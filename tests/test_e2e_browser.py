@@ -170,3 +170,47 @@ def test_manager_day(page: object) -> None:
     for text in ("Client created", "E2E deal", "Qualified", "Call back about the offer"):
         expect(timeline).to_contain_text(text)
     expect(timeline.locator("li.entry").first).to_have_class(re.compile("entry-task-completed"))
+
+
+def test_board_moves_swap_only_the_changed_columns(page: object) -> None:
+    from playwright.sync_api import Page, expect
+
+    assert isinstance(page, Page)
+    page.goto("/login")
+    page.fill("#username", "e2e")
+    page.fill("#password", "e2e-password")
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/$"))
+    page.goto("/clients/new")
+    page.fill("#f-name", "ООО «Канбан»")
+    page.click("#client-form button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/clients/\d+$"))
+    page.click("text=New deal")
+    page.fill("#f-title", "Board deal")
+    page.click("main form button:has-text('Save')")
+    expect(page).to_have_url(re.compile(r"/deals/\d+$"))
+    deal = f"#deal-{page.url.rsplit('/', 1)[1]}"
+
+    page.set_viewport_size({"width": 1600, "height": 900})  # all six columns in view
+    page.goto("/deals")
+
+    def column_of(stage: str) -> Any:
+        return page.locator(".column", has=page.locator("h3", has_text=stage))
+
+    expect(column_of("New").locator(deal)).to_have_count(1)
+    # A mark on a column the move does not touch: it survives only if the board is not
+    # re-rendered as a whole.
+    page.evaluate("document.querySelectorAll('.column')[4].dataset.mark = 'kept'")
+    page.locator(f"{deal} button").click()  # "→": to the next stage
+    expect(column_of("Qualified").locator(deal)).to_have_count(1)
+    expect(column_of("New").locator(deal)).to_have_count(0)
+    page.drag_and_drop(deal, ".column:has(h3:has-text('Proposal'))")
+    expect(column_of("Proposal").locator(deal)).to_have_count(1)
+    expect(column_of("Qualified").locator(deal)).to_have_count(0)
+    expect(page.locator(".column[data-mark=kept]")).to_have_count(1)
+    # Dropped on "Lost": the board asks why, in place; the answer moves the deal.
+    page.drag_and_drop(deal, ".column:has(h3:has-text('Lost'))")
+    page.fill("#f-lost_reason", "Chose a competitor")
+    page.click("#board-notice button[type=submit]")
+    expect(column_of("Lost").locator(deal)).to_have_count(1)
+    expect(page.locator("#board-notice form")).to_have_count(0)

@@ -114,7 +114,8 @@ def timeline_kinds() -> list[Any]:
         the plugin stored through ``core.services.timeline.add_entry``, and
         ``timeline_templates`` (kind to `TimelineKind`); nothing of the page. An entry
         never changes, so its HTML is rendered once per language and time zone and
-        reused: the template must depend on the entry alone.
+        reused: the template must depend on the entry alone. Each process calls the
+        hook once per language: return the same list every time.
 
     Example::
 

@@ -79,3 +79,42 @@ async def test_sqlite_reads_run_on_the_loop_and_see_every_committed_write(db: No
         assert await Team.count().where(Team.name == "Inside a transaction") == 1
     finally:
         shared.reader.set_trace_callback(None)
+
+
+def test_raw_placeholders_become_the_drivers_own() -> None:
+    from core.db import _native_sql
+
+    sql = "SELECT * FROM t WHERE a = {} AND b IN ({}, {})"
+    assert _native_sql(sql, "sqlite") == "SELECT * FROM t WHERE a = ? AND b IN (?, ?)"
+    assert _native_sql(sql, "postgres") == "SELECT * FROM t WHERE a = $1 AND b IN ($2, $3)"
+
+
+async def test_fetch_runs_inside_the_current_transaction(db: None) -> None:
+    import pytest
+
+    from core.db import fetch
+    from core.services.common import write
+    from core.tables import Team
+
+    with pytest.raises(RuntimeError):
+        async with write():
+            await fetch("INSERT INTO core_team (name) VALUES ({})", "Rolled back")
+            seen = await fetch("SELECT name FROM core_team WHERE name = {}", "Rolled back")
+            assert seen == [{"name": "Rolled back"}]  # its own uncommitted write
+            raise RuntimeError("undo")
+    assert not await Team.exists().where(Team.name == "Rolled back")
+    await fetch("INSERT INTO core_team (name) VALUES ({})", "Kept")
+    rows = await fetch("SELECT id, name FROM core_team WHERE name = {}", "Kept")
+    assert rows[0]["name"] == "Kept" and isinstance(rows[0]["id"], int)
+
+
+def test_sqlite_converters_read_what_piccolo_wrote() -> None:
+    from datetime import UTC, datetime
+
+    from core.db import _integer_out, _timestamptz_out
+
+    assert _integer_out(b"42") == 42 and _integer_out(b"-7") == -7
+    assert _integer_out(b"3.0") == 3  # a REAL that slipped into an INTEGER column
+    moment = datetime(2026, 11, 23, 6, 30, 30, 123456, tzinfo=UTC)
+    assert _timestamptz_out(str(moment).encode()) == moment
+    assert _timestamptz_out(b"2026-11-23 06:30:30") == moment.replace(microsecond=0)

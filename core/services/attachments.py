@@ -21,6 +21,7 @@ from collections.abc import AsyncIterable, Awaitable
 from pathlib import Path
 from typing import Any, Protocol
 
+from core.db import fetch
 from core.i18n import _
 from core.runtime import get_runtime
 from core.services import audit, clients, timeline
@@ -202,7 +203,7 @@ async def for_client(client_id: int, deal_id: int | None = None) -> list[dict[st
     """The client's files (or one deal's), newest first, with the uploader's name."""
     await clients.ensure_visible(client_id)
     # Raw SQL: every card view runs it (Piccolo's query building cost more than the query).
-    rows = await Attachment.raw(
+    rows = await fetch(
         "SELECT f.*, u.full_name AS uploader_name FROM core_attachment f "
         "LEFT JOIN core_user u ON u.id = f.uploaded_by "
         "WHERE f.client = {} AND f.deleted_at IS NULL"

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from core import access, events, i18n
+from core.db import fetch
 from core.runtime import get_runtime
 from core.services.common import as_utc, decode_time_cursor, encode_time_cursor, utcnow, write
 from core.services.notifications import notify
@@ -178,7 +179,7 @@ async def list_entries(query: AuditQuery) -> tuple[list[dict[str, Any]], str | N
 async def _distinct(column: Literal["action", "object_type"]) -> list[str]:
     """Distinct values of an indexed column by hopping through the index (a "loose index
     scan"): one lookup per value instead of reading every row of a log that grows daily."""
-    rows = await AuditEntry.raw(
+    rows = await fetch(
         f"""WITH RECURSIVE seen(value) AS (
             SELECT MIN({column}) FROM core_audit
             UNION ALL
@@ -229,7 +230,7 @@ async def exported_rows(user_id: int, since: datetime, *, client_data_only: bool
 async def _pace(user_id: int, since: datetime) -> tuple[int, int]:
     """Distinct cards viewed and client rows exported since a moment, in one round trip
     (it runs on every card view)."""
-    rows = await AuditEntry.raw(
+    rows = await fetch(
         "SELECT 'views' AS kind, COUNT(DISTINCT object_id) AS n, NULL AS changes "
         "FROM core_audit WHERE actor_id = {} AND action = {} AND occurred_at >= {} "
         "UNION ALL "
@@ -274,7 +275,7 @@ async def record_view(client_id: int) -> None:
         return
     now = utcnow()
     user_id, object_id = int(user["id"]), str(client_id)
-    rows = await AuditEntry.raw(
+    rows = await fetch(
         _VIEW_SQL,
         now,
         user_id,

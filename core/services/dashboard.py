@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from core import access
+from core.db import fetch
 from core.runtime import get_runtime
 from core.services import tasks
 from core.services.common import as_utc, utcnow
-from core.tables import Client, Deal
+from core.tables import Client
 
 TOP = 5
 RECENT_CLIENTS = 10
@@ -29,7 +30,7 @@ async def task_summary(user_id: int, now: datetime | None = None) -> dict[str, A
 
 async def open_deals_by_stage(user_id: int) -> list[dict[str, Any]]:
     """The user's open deals counted and summed per pipeline, stage and currency."""
-    rows = await Deal.raw(
+    rows = await fetch(
         "SELECT p.id AS pipeline_id, p.name AS pipeline_name, s.id AS stage_id, "
         "s.name AS stage_name, t.currency AS currency, t.deals AS deals, "
         "t.amount_minor AS amount_minor "

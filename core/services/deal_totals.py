@@ -13,8 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from core.db import fetch
 from core.services.common import write
-from core.tables import DealTotal
 
 Key = tuple[int, int, str]
 """(stage, responsible, currency)"""
@@ -41,7 +41,7 @@ async def add(changes: Iterable[tuple[Key, int, int]]) -> None:
     for (stage, responsible, currency), (deals, amount) in sorted(merged.items()):
         if deals == 0 and amount == 0:
             continue
-        await DealTotal.raw(
+        await fetch(
             "INSERT INTO core_deal_total (stage, responsible, currency, deals, amount_minor) "
             "VALUES ({}, {}, {}, {}, {}) ON CONFLICT (stage, responsible, currency) DO UPDATE "
             "SET deals = core_deal_total.deals + excluded.deals, "
@@ -57,7 +57,7 @@ async def add(changes: Iterable[tuple[Key, int, int]]) -> None:
 async def of_deals(where: str, *args: Any) -> list[tuple[Key, int, int]]:
     """The totals of the live deals matching ``where`` (SQL on ``d`` and ``c``), as
     deltas to subtract before those deals change owner or disappear."""
-    rows = await DealTotal.raw(
+    rows = await fetch(
         "SELECT d.stage AS stage, d.responsible AS responsible, d.currency AS currency, "
         f"COUNT(*) AS deals, COALESCE(SUM(d.amount_minor), 0) AS amount {LIVE_DEALS} "
         f"AND ({where}) GROUP BY d.stage, d.responsible, d.currency",
@@ -92,4 +92,4 @@ async def rebuild() -> None:
     service: a bulk load, a repair)."""
     async with write():
         for statement in REBUILD:
-            await DealTotal.raw(statement)
+            await fetch(statement)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import access, events
+from core.db import fetch
 from core.i18n import _
 from core.runtime import get_runtime
 from core.services import audit, deal_totals, timeline
@@ -467,7 +468,7 @@ async def for_client(client_id: int) -> list[dict[str, Any]]:
     Raw SQL: every card view runs it (Piccolo's query building cost more than the query).
     """
     visible, owner_ids = access.current().owner_sql("deal", "d.responsible")
-    rows = await Deal.raw(
+    rows = await fetch(
         "SELECT d.id, d.title, d.amount_minor, d.currency, d.stage, d.closed_at, "
         "s.name AS stage_name, s.outcome AS stage_outcome "
         "FROM core_deal d LEFT JOIN core_stage s ON s.id = d.stage "
@@ -637,7 +638,7 @@ async def board(
         sql += f" AND {visible_totals}"
         args += owner_ids
     amounts_hidden = access.current().hides("deal.amount")
-    for row in await Deal.raw(sql + " GROUP BY t.stage, t.currency", *args):
+    for row in await fetch(sql + " GROUP BY t.stage, t.currency", *args):
         if not int(row["n"]):
             continue  # every deal of that currency left the stage
         counts[row["stage"]] = counts.get(row["stage"], 0) + int(row["n"])
@@ -660,7 +661,7 @@ async def board(
     )
     filters = [*([responsible] if responsible else []), *owner_ids]
     found = await asyncio.gather(
-        *(Deal.raw(column_sql, stage["id"], pipeline_id, *filters, BOARD_CAP) for stage in shown)
+        *(fetch(column_sql, stage["id"], pipeline_id, *filters, BOARD_CAP) for stage in shown)
     )
     columns = []
     for stage, deals in zip(shown, found, strict=True):

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from core import access
+from core.db import fetch
 from core.i18n import _
 from core.services import audit
 from core.services.common import NotFound, utcnow, write
@@ -68,7 +69,7 @@ async def sync_roles() -> list[str]:
 
 async def list_roles() -> list[dict[str, Any]]:
     rows = await Role.select().order_by(Role.builtin, ascending=False).order_by(Role.code)
-    counts = await User.raw(
+    counts = await fetch(
         "SELECT role, COUNT(*) AS n FROM core_user WHERE active = {} GROUP BY role", True
     )
     users_by_role = {row["role"]: row["n"] for row in counts}

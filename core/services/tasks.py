@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from core import access, events
+from core.db import fetch
 from core.i18n import _
 from core.runtime import get_runtime
 from core.services import audit, timeline
@@ -270,7 +271,7 @@ async def open_for_client(client_id: int) -> list[dict[str, Any]]:
     Raw SQL: every card view runs it (Piccolo's query building cost more than the query).
     """
     visible, owner_ids = access.current().owner_sql("task", "t.assignee", "t.created_by")
-    rows = await Task.raw(
+    rows = await fetch(
         "SELECT t.*, a.full_name AS assignee_name, c.name AS client_name, "
         "d.title AS deal_title, cb.full_name AS completed_by_name FROM core_task t "
         "LEFT JOIN core_user a ON a.id = t.assignee "

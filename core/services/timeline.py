@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from core import access
+from core.db import fetch
 from core.services.common import as_utc, decode_time_cursor, encode_time_cursor, utcnow
 from core.tables import Client, TimelineEntry
 
@@ -71,7 +72,7 @@ async def page(
         when, entry_id = position
         where += " AND (t.occurred_at < {} OR (t.occurred_at = {} AND t.id < {}))"
         args += [when, when, entry_id]
-    rows = await TimelineEntry.raw(
+    rows = await fetch(
         sql + where + " ORDER BY t.occurred_at DESC, t.id DESC LIMIT {}", *args, size + 1
     )
     hide_amounts = me.hides("deal.amount")

@@ -11,6 +11,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from core.db import fetch
 from core.i18n import _
 from core.services import audit, login_guard, roles
 from core.services.common import NotFound, as_utc, utcnow, write
@@ -176,7 +177,7 @@ async def _session_identity(
     token: str, pending: bool
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The session's user and their role's row, in one round trip (every request asks)."""
-    rows = await Session.raw(_identity_sql(), _token_hash(token))
+    rows = await fetch(_identity_sql(), _token_hash(token))
     if not rows:
         return None
     row = rows[0]

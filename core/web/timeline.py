@@ -8,6 +8,7 @@ again, and rendering them was half the card's template time.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -27,8 +28,23 @@ KEPT_ENTRIES = 10_000
 _kept: OrderedDict[tuple[Any, ...], Markup] = OrderedDict()
 
 
+_kinds: weakref.WeakKeyDictionary[Any, dict[str, dict[str, TimelineKind]]]
+_kinds = weakref.WeakKeyDictionary()
+
+
 def timeline_templates() -> dict[str, TimelineKind]:
-    return {kind.kind: kind for kind in get_runtime().plugins.collect("timeline_kinds")}
+    """Entry kind to its `TimelineKind`, asked of the plugins once per language (the
+    hook's contract: the same list each time, labels translated)."""
+    pm = get_runtime().plugins.pm
+    per_language = _kinds.get(pm)
+    if per_language is None:
+        per_language = _kinds[pm] = {}
+    locale = current_locale.get()
+    kinds = per_language.get(locale)
+    if kinds is None:
+        collected = get_runtime().plugins.collect("timeline_kinds")
+        kinds = per_language[locale] = {kind.kind: kind for kind in collected}
+    return kinds
 
 
 @pass_context

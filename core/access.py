@@ -14,7 +14,7 @@ sees everything.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -150,7 +150,7 @@ class Access:
             return False
         return field_code in self.role.get("hidden_fields", ())
 
-    def redact(self, row: dict[str, Any], fields: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    def redact(self, row: dict[str, Any], fields: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
         """Blank (None) the values of hidden fields; ``fields`` maps a field code to row keys.
 
         None rather than an empty value, so templates and API clients can tell

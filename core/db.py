@@ -209,9 +209,10 @@ async def fetch(sql: str, *args: Any) -> list[dict[str, Any]]:
                 transaction.connection, query, list(args)
             )
         return await engine._run_in_new_connection(query, list(args))
+    assert isinstance(engine, PostgresEngine)
     if transaction is not None:
         rows = await transaction.connection.fetch(query, *args)
-    elif isinstance(engine, PostgresEngine) and engine.pool:
+    elif engine.pool:
         async with engine.pool.acquire() as connection:
             rows = await connection.fetch(query, *args)
     else:

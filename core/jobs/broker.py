@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import dramatiq
-from dramatiq.broker import Broker
+from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import SkipMessage
 from dramatiq.middleware.asyncio import AsyncIO
 
@@ -71,7 +71,7 @@ class PauseDuringMaintenance(dramatiq.Middleware):
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
 
-    def before_process_message(self, broker: Broker, message: dramatiq.Message) -> None:
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         if maintenance.current(self.data_dir) is None:
             return
         broker.enqueue(message.copy(), delay=self.RETRY_AFTER_MS)

@@ -338,7 +338,7 @@ async def _search_condition(raw: str) -> Any:
     if len(digits) >= 5 and re.fullmatch(r"[\d\s()+\-.]+", q):
         phone = try_normalize_phone(q, get_runtime().settings.default_region)
         ids = await _points_matching("phone", phone) if phone else []
-        condition = Client.id.is_in(ids or [0])
+        condition: Any = Client.id.is_in(ids or [0])
         if len(digits) in (10, 12) and digits == q:
             condition = condition | (Client.inn == digits)
         return condition

@@ -500,7 +500,9 @@ async def move_deal(
     try:
         target_id = integer(minimum=1)(stage_id)
     except FieldError:
-        raise ValidationError({"stage": _("Choose a stage.")}) from None
+        target_id = None  # empty or not a number
+    if target_id is None:
+        raise ValidationError({"stage": _("Choose a stage.")})
     # The pipeline's stages in one query: the target and, below, the stage left behind.
     stages = {
         stage["id"]: stage

@@ -56,7 +56,7 @@ async def page(
         "(SELECT u.full_name FROM core_user u WHERE u.id = t.author) AS author_name "
         "FROM core_timeline t"
     )
-    where, args = " WHERE t.client = {}", [client_id]
+    where, args = " WHERE t.client = {}", list[Any]([client_id])
     # Entries about deals the user may not see stay hidden.
     deals_visible, owner_ids = me.owner_sql(
         "deal", "(SELECT d.responsible FROM core_deal d WHERE d.id = t.deal)"

@@ -200,7 +200,7 @@ def create_app(
             *controllers.all_handlers(),
             *plugin_routers,
             create_static_files_router(
-                path="/static", directories=static_dirs(runtime), opt={"public": True}
+                path="/static", directories=[*static_dirs(runtime)], opt={"public": True}
             ),
         ],
         guards=[require_access],

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+)
 
 from core import maintenance
 
@@ -24,14 +31,18 @@ def maintenance_middleware(app: ASGIApp) -> ASGIApp:
         else:
             body = _page(state["reason"]).encode()
             content_type = b"text/html; charset=utf-8"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [(b"content-type", content_type), (b"retry-after", b"60")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [(b"content-type", content_type), (b"retry-after", b"60")],
+        }
+        finish: HTTPResponseBodyEvent = {
+            "type": "http.response.body",
+            "body": body,
+            "more_body": False,
+        }
+        await send(start)
+        await send(finish)
 
     return middleware
 

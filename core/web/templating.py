@@ -89,7 +89,7 @@ def _configure(env: Environment, runtime: Runtime) -> None:
 
 def template_config(runtime: Runtime) -> TemplateConfig:
     return TemplateConfig(
-        directory=template_dirs(runtime),
+        directory=[*template_dirs(runtime)],
         engine=JinjaTemplateEngine,
         engine_callback=lambda engine: _configure(engine.engine, runtime),
     )

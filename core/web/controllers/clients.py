@@ -57,7 +57,7 @@ async def _form_page(
 @get("/clients", opt=needs(CLIENTS_VIEW), dependencies=CLIENT_QUERY)
 async def client_list(request: Request, filters: ClientQuery) -> Template:
     rows, next_cursor = await clients.list_clients(filters)
-    context = {"rows": rows, "next_cursor": next_cursor, "query": filters}
+    context: dict[str, Any] = {"rows": rows, "next_cursor": next_cursor, "query": filters}
     if is_htmx(request) and request.headers.get("hx-target") in ("client-rows", "client-more"):
         return render(request, "core/clients/_rows.html", **context)
     return render(

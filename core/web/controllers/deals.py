@@ -149,7 +149,7 @@ async def deal_move(request: Request, deal_id: FromPath[int]) -> Response[Any]:
 @get("/deals/list", opt=needs(DEALS_VIEW), dependencies=DEAL_QUERY)
 async def deal_list(request: Request, filters: DealQuery) -> Template:
     rows, next_cursor = await deals.list_deals(filters)
-    context = {"rows": rows, "next_cursor": next_cursor, "query": filters}
+    context: dict[str, Any] = {"rows": rows, "next_cursor": next_cursor, "query": filters}
     if is_htmx(request) and request.headers.get("hx-target") in ("deal-rows", "deal-more"):
         return render(request, "core/deals/_rows.html", **context)
     return render(

@@ -284,6 +284,9 @@ class _XlsxWriter:
         return value
 
     def discard(self) -> None:
+        # The sheet first: its row writer is a generator that, left to the garbage
+        # collector, would write its closing tag into a file already closed.
+        self.sheet.close()
         self.book.close()
 
     def finish(self) -> IO[bytes]:

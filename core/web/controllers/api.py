@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Redirect, Template
@@ -202,7 +203,7 @@ class ClientApi(Controller):
         summary="List clients (keyset pages)",
     )
     async def list_clients(
-        self, filters: ClientQuery, limit: FromQuery[int] = clients.PAGE_SIZE
+        self, filters: NamedDependency[ClientQuery], limit: FromQuery[int] = clients.PAGE_SIZE
     ) -> ClientPage:
         query = dataclasses.replace(filters, size=max(1, min(limit, MAX_PAGE)))
         rows, next_cursor = await clients.list_clients(query)
@@ -421,7 +422,7 @@ class DealApi(Controller):
         summary="List deals, newest first (keyset pages)",
     )
     async def list_deals(
-        self, filters: DealQuery, limit: FromQuery[int] = deals.PAGE_SIZE
+        self, filters: NamedDependency[DealQuery], limit: FromQuery[int] = deals.PAGE_SIZE
     ) -> DealPage:
         query = dataclasses.replace(filters, size=max(1, min(limit, MAX_PAGE)))
         rows, next_cursor = await deals.list_deals(query)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
@@ -55,7 +56,7 @@ async def _form_page(
 
 
 @get("/clients", opt=needs(CLIENTS_VIEW), dependencies=CLIENT_QUERY)
-async def client_list(request: Request, filters: ClientQuery) -> Template:
+async def client_list(request: Request, filters: NamedDependency[ClientQuery]) -> Template:
     rows, next_cursor = await clients.list_clients(filters)
     context: dict[str, Any] = {"rows": rows, "next_cursor": next_cursor, "query": filters}
     if is_htmx(request) and request.headers.get("hx-target") in ("client-rows", "client-more"):

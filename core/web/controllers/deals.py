@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
@@ -147,7 +148,7 @@ async def deal_move(request: Request, deal_id: FromPath[int]) -> Response[Any]:
 
 
 @get("/deals/list", opt=needs(DEALS_VIEW), dependencies=DEAL_QUERY)
-async def deal_list(request: Request, filters: DealQuery) -> Template:
+async def deal_list(request: Request, filters: NamedDependency[DealQuery]) -> Template:
     rows, next_cursor = await deals.list_deals(filters)
     context: dict[str, Any] = {"rows": rows, "next_cursor": next_cursor, "query": filters}
     if is_htmx(request) and request.headers.get("hx-target") in ("deal-rows", "deal-more"):

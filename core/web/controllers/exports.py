@@ -12,6 +12,7 @@ from typing import IO, Annotated, Any
 from urllib.parse import urlencode
 
 from litestar import Request, Response, get
+from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromQuery, QueryParameter
 from litestar.response import Stream
@@ -30,7 +31,7 @@ from core.web.controllers.audit_log import parse_query
 from core.web.controllers.base import current_user, is_htmx, render
 from core.web.controllers.queries import CLIENT_QUERY, DEAL_QUERY
 
-Format = Annotated[str, QueryParameter(query="format")]
+Format = Annotated[str, QueryParameter(name="format")]
 CHUNK = 64 * 1024
 
 
@@ -102,7 +103,7 @@ async def _user_name(user_id: int | None) -> str:
 
 @get("/clients/export", opt=needs(EXPORT), dependencies=CLIENT_QUERY)
 async def client_export(
-    request: Request, filters: ClientQuery, fmt: Format = "csv"
+    request: Request, filters: NamedDependency[ClientQuery], fmt: Format = "csv"
 ) -> Response[Any]:
     query = dataclasses.replace(filters, cursor="")
     description = [
@@ -139,7 +140,9 @@ async def _deal_names(query: DealQuery) -> dict[str, str]:
 
 
 @get("/deals/export", opt=needs(EXPORT), dependencies=DEAL_QUERY)
-async def deal_export(request: Request, filters: DealQuery, fmt: Format = "csv") -> Response[Any]:
+async def deal_export(
+    request: Request, filters: NamedDependency[DealQuery], fmt: Format = "csv"
+) -> Response[Any]:
     query = dataclasses.replace(filters, cursor="")
     pipeline, stage = query.pipeline, query.stage
     names = await _deal_names(query)

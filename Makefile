@@ -83,17 +83,17 @@ format: $(STAMP) ## apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
 
 typecheck: $(STAMP) ## mypy
-	$(BIN)/mypy core
+	$(BIN)/mypy core plugins
 
 # Each in-repo plugin keeps its own catalog in plugins/<name>/locale (merged over the core's).
 PLUGIN_DIRS := $(patsubst %/__init__.py,%,$(wildcard plugins/*/__init__.py))
 
 i18n: $(STAMP) ## extract strings and update the .po catalogs of the core and each plugin (then translate the new entries)
-	$(BIN)/pybabel extract -F babel.cfg -o core/locale/messages.pot --no-location --omit-header -k lazy_gettext core themes
+	$(BIN)/pybabel extract -F babel.cfg -o core/locale/messages.pot --no-location --omit-header -k lazy_gettext -k _l core themes
 	$(BIN)/pybabel update -i core/locale/messages.pot -d core/locale --no-fuzzy-matching --no-wrap
 	@for dir in $(PLUGIN_DIRS); do \
 	  mkdir -p $$dir/locale && \
-	  $(BIN)/pybabel extract -F babel.cfg -o $$dir/locale/messages.pot --no-location --omit-header -k lazy_gettext $$dir || exit 1; \
+	  $(BIN)/pybabel extract -F babel.cfg -o $$dir/locale/messages.pot --no-location --omit-header -k lazy_gettext -k _l $$dir || exit 1; \
 	  if [ -f $$dir/locale/ru/LC_MESSAGES/messages.po ]; then \
 	    $(BIN)/pybabel update -i $$dir/locale/messages.pot -d $$dir/locale --no-fuzzy-matching --no-wrap || exit 1; \
 	  else \

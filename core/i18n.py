@@ -15,6 +15,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 from babel import Locale, dates, numbers
@@ -75,9 +76,13 @@ def ngettext(singular: str, plural: str, n: int, **variables: object) -> str:
     return text % {"num": n, **variables}
 
 
-def lazy_gettext(message: str) -> LazyProxy:
-    """For strings defined at import time and translated when shown."""
-    return LazyProxy(gettext, message, enable_cache=False)
+def lazy_gettext(message: str) -> str:
+    """For strings defined at import time and translated when shown.
+
+    A `LazyProxy`, typed as the ``str`` it stands in for wherever one is expected (hook
+    types' labels, templates). Modules import it as ``_l``; `make i18n` extracts both.
+    """
+    return cast(str, LazyProxy(gettext, message, enable_cache=False))
 
 
 _ = gettext

@@ -114,23 +114,35 @@ def page(server: str, tmp_path: Path) -> Iterator[object]:
             browser.close()
 
 
-def test_manager_day(page: object) -> None:
-    from playwright.sync_api import Page, expect
+def _log_in(page: Any) -> None:
+    from playwright.sync_api import expect
 
-    assert isinstance(page, Page)
-    # log in
     page.goto("/login")
     page.fill("#username", "e2e")
     page.fill("#password", "e2e-password")
     page.click("button[type=submit]")
     expect(page).to_have_url(re.compile(r"/$"))
 
-    # create a client with a phone as people type it
+
+def _new_client(page: Any, name: str, phone: str = "") -> None:
+    from playwright.sync_api import expect
+
     page.goto("/clients/new")
-    page.fill("#f-name", "ООО «Ромашка E2E»")
-    page.fill("#f-phones", "8 (912) 345-67-89")
+    page.fill("#f-name", name)
+    if phone:
+        page.fill("#f-phones", phone)
     page.click("#client-form button[type=submit]")
     expect(page).to_have_url(re.compile(r"/clients/\d+$"))
+
+
+def test_manager_day(page: object) -> None:
+    from playwright.sync_api import Page, expect
+
+    assert isinstance(page, Page)
+    _log_in(page)
+
+    # create a client with a phone as people type it
+    _new_client(page, "ООО «Ромашка E2E»", phone="8 (912) 345-67-89")
     expect(page.locator("h1")).to_contain_text("Ромашка E2E")
 
     # find it by the bare digits, search as you type
@@ -176,15 +188,8 @@ def test_board_moves_swap_only_the_changed_columns(page: object) -> None:
     from playwright.sync_api import Page, expect
 
     assert isinstance(page, Page)
-    page.goto("/login")
-    page.fill("#username", "e2e")
-    page.fill("#password", "e2e-password")
-    page.click("button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/$"))
-    page.goto("/clients/new")
-    page.fill("#f-name", "ООО «Канбан»")
-    page.click("#client-form button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/clients/\d+$"))
+    _log_in(page)
+    _new_client(page, "ООО «Канбан»")
     page.click("text=New deal")
     page.fill("#f-title", "Board deal")
     page.click("main form button:has-text('Save')")

@@ -16,6 +16,7 @@ from piccolo.columns import (
     Date,
     ForeignKey,
     Integer,
+    Serial,
     Text,
     Timestamptz,
     Varchar,
@@ -44,6 +45,7 @@ class Mailbox(Table, tablename="mail_mailbox"):
     when the folder is detected through SPECIAL-USE at sync time.
     """
 
+    id: Serial
     name = Varchar(length=128)
     email = Varchar(length=254, index=True)
     kind = Varchar(length=16, default=PERSONAL)
@@ -74,6 +76,7 @@ class Mailbox(Table, tablename="mail_mailbox"):
 class MailFolder(Table, tablename="mail_folder"):
     """The sync cursor of one synced folder; advanced only after messages commit."""
 
+    id: Serial
     mailbox = ForeignKey(references=Mailbox, on_delete=OnDelete.cascade, index=True)
     role = Varchar(length=16)
     name = Varchar(length=255)
@@ -85,6 +88,7 @@ class MailFolder(Table, tablename="mail_folder"):
 class MailMessage(Table, tablename="mail_message"):
     """One e-mail, stored once however many mailboxes/folders hold it."""
 
+    id: Serial
     message_key = Varchar(length=64, unique=True)
     message_id = Text(default="")
     synthetic_id = Boolean(default=False)
@@ -110,6 +114,7 @@ class MailMessage(Table, tablename="mail_message"):
 class MailLocation(Table, tablename="mail_location"):
     """Where a message sits on a server: unique (mailbox, folder, uidvalidity, uid)."""
 
+    id: Serial
     message = ForeignKey(references=MailMessage, on_delete=OnDelete.cascade, index=True)
     mailbox = ForeignKey(references=Mailbox, on_delete=OnDelete.cascade, index=True)
     folder = ForeignKey(references=MailFolder, on_delete=OnDelete.cascade)
@@ -120,6 +125,7 @@ class MailLocation(Table, tablename="mail_location"):
 class MailMessageClient(Table, tablename="mail_message_client"):
     """A message shown on a client's card; unique (message, client)."""
 
+    id: Serial
     message = ForeignKey(references=MailMessage, on_delete=OnDelete.cascade, index=True)
     client = ForeignKey(references=Client, on_delete=OnDelete.cascade, index=True)
 
@@ -127,6 +133,7 @@ class MailMessageClient(Table, tablename="mail_message_client"):
 class MailAttachment(Table, tablename="mail_attachment"):
     """An attachment stored as a file under the plugin's data folder."""
 
+    id: Serial
     message = ForeignKey(references=MailMessage, on_delete=OnDelete.cascade, index=True)
     filename = Varchar(length=255)
     content_type = Varchar(length=128)
@@ -139,6 +146,7 @@ class MailAttachment(Table, tablename="mail_attachment"):
 class MailAddressLink(Table, tablename="mail_address_link"):
     """An address linked to a client by hand from "Unsorted", used for later mail."""
 
+    id: Serial
     address = Varchar(length=254, unique=True)
     client = ForeignKey(references=Client, on_delete=OnDelete.cascade, index=True)
     created_by = ForeignKey(references=User, on_delete=OnDelete.set_null, null=True)

@@ -321,7 +321,7 @@ async def test_settings(request: Request) -> Template:
 
     data = await form_data(request)
     config = await load_config()
-    typed = {
+    typed: dict[str, Any] = {
         "ami_host": str(data.get("ami_host", config.ami_host)).strip(),
         "ami_username": str(data.get("ami_username", config.ami_username)).strip(),
         "ami_secret": str(data.get("ami_secret") or config.ami_secret),

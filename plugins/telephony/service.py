@@ -14,6 +14,9 @@ import logging
 import random
 import re
 from datetime import datetime
+from typing import Any
+
+from piccolo.columns import Column
 
 from core.i18n import _
 from core.services.common import utcnow
@@ -60,7 +63,7 @@ class Backoff:
 
 
 async def set_status(status: str, detail: str = "", version: str | None = None) -> None:
-    values = {
+    values: dict[Column | str, Any] = {
         TelephonySettings.status: status,
         TelephonySettings.status_detail: detail[:500],
         TelephonySettings.status_at: utcnow(),

@@ -7,6 +7,7 @@ from piccolo.columns import (
     Boolean,
     ForeignKey,
     Integer,
+    Serial,
     Text,
     Timestamptz,
     Varchar,
@@ -20,6 +21,7 @@ from core.tables import Client, Task, User
 class TelephonySettings(Table, tablename="telephony_settings"):
     """One row (id 1): how to reach the PBX and how to read its calls."""
 
+    id: Serial
     ami_host = Varchar(length=255, default="")
     ami_port = Integer(default=5038)
     ami_username = Varchar(length=128, default="")
@@ -49,6 +51,7 @@ class TelephonySettings(Table, tablename="telephony_settings"):
 class TelephonyExtension(Table, tablename="telephony_extension"):
     """Which user answers which extension."""
 
+    id: Serial
     extension = Varchar(length=32, unique=True)
     user = ForeignKey(references=User, on_delete=OnDelete.cascade, index=True)
 
@@ -56,6 +59,7 @@ class TelephonyExtension(Table, tablename="telephony_extension"):
 class TelephonyCall(Table, tablename="telephony_call"):
     """One call, however many channels it had: keyed by the PBX's Linkedid."""
 
+    id: Serial
     call_key = Varchar(length=128, unique=True)
     """``ami:<Linkedid>`` or ``hook:<call id>``: replays and reconnects never duplicate."""
     direction = Varchar(length=16)
@@ -84,6 +88,7 @@ class TelephonyCall(Table, tablename="telephony_call"):
 class TelephonyCallback(Table, tablename="telephony_callback"):
     """The one open "call back" task per number: repeated missed calls reuse it."""
 
+    id: Serial
     number = Varchar(length=64, unique=True)
     task = ForeignKey(references=Task, on_delete=OnDelete.cascade, null=True)
     missed_count = Integer(default=1)

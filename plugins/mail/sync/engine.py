@@ -409,12 +409,10 @@ async def store_message(item: Prepared, report: SyncReport) -> int:
         ).returning(MailMessage.id)
         message_id = int(rows[0]["id"])
         for attachment in item.attachments:
-            await MailAttachment.insert(
-                MailAttachment(
-                    message=message_id,
-                    **{k: _clean(v) if isinstance(v, str) else v for k, v in attachment.items()},
-                )
-            )
+            values: dict[str, Any] = {
+                k: _clean(v) if isinstance(v, str) else v for k, v in attachment.items()
+            }
+            await MailAttachment.insert(MailAttachment(message=message_id, **values))
         report.stored += 1
     else:
         message_id = int(existing["id"])

@@ -30,23 +30,31 @@ class Plan:
 
 
 async def captured_sql(call: Callable[[], Awaitable[Any]]) -> list[tuple[str, list[Any]]]:
-    """The compiled SQL and parameters of every query `call` runs through Piccolo."""
-    from core.db import get_engine
+    """The compiled SQL and parameters of every query `call` runs, through Piccolo's
+    query builder or as raw SQL through `core.db.fetch`."""
+    from core import db
 
     captured: list[tuple[str, list[Any]]] = []
-    engine_class = type(get_engine())  # engines use __slots__: wrap the method on the class
+    engine_class = type(db.get_engine())  # engines use __slots__: wrap the method on the class
     original = engine_class.run_querystring
+    original_native = db._run_native
 
     async def recording(self: Any, querystring: Any, *args: Any, **kwargs: Any) -> Any:
         sql, values = querystring.compile_string(engine_type=self.engine_type)
         captured.append((sql, list(values)))
         return await original(self, querystring, *args, **kwargs)
 
+    async def recording_native(engine: Any, query: str, args: list[Any]) -> Any:
+        captured.append((query, list(args)))
+        return await original_native(engine, query, args)
+
     engine_class.run_querystring = recording  # type: ignore[method-assign]
+    db._run_native = recording_native  # type: ignore[assignment]
     try:
         await call()
     finally:
         engine_class.run_querystring = original  # type: ignore[method-assign]
+        db._run_native = original_native  # type: ignore[assignment]
     return captured
 
 

@@ -201,14 +201,16 @@ async def fetch(sql: str, *args: Any) -> list[dict[str, Any]]:
     (`core.services.common.write`) the statement runs in it.
     """
     engine = get_engine()
-    query = _native_sql(sql, engine.engine_type)
+    return await _run_native(engine, _native_sql(sql, engine.engine_type), list(args))
+
+
+async def _run_native(engine: Engine, query: str, args: list[Any]) -> list[dict[str, Any]]:
+    """One statement with the driver's placeholders (`bench.plans` records them here)."""
     transaction = engine.current_transaction.get()
     if isinstance(engine, ReusingSQLiteEngine):
         if transaction is not None:
-            return await engine._run_in_existing_connection(
-                transaction.connection, query, list(args)
-            )
-        return await engine._run_in_new_connection(query, list(args))
+            return await engine._run_in_existing_connection(transaction.connection, query, args)
+        return await engine._run_in_new_connection(query, args)
     assert isinstance(engine, PostgresEngine)
     if transaction is not None:
         rows = await transaction.connection.fetch(query, *args)
@@ -216,7 +218,7 @@ async def fetch(sql: str, *args: Any) -> list[dict[str, Any]]:
         async with engine.pool.acquire() as connection:
             rows = await connection.fetch(query, *args)
     else:
-        rows = await engine._run_in_new_connection(query, list(args))
+        rows = await engine._run_in_new_connection(query, args)
     return [dict(row) for row in rows]
 
 

@@ -173,6 +173,7 @@ async def test_full_benchmark_runs_every_scenario_and_undoes_its_writes(
         "--connections=2",
         f"--database-url={url}",
         f"--json={report_path}",
+        "--explain",
     ]
     if os.environ.get("BROKER_URL"):
         command.append(f"--broker-url={os.environ['BROKER_URL']}")
@@ -207,6 +208,10 @@ async def test_full_benchmark_runs_every_scenario_and_undoes_its_writes(
     for rate in report["throughput"]:
         assert rate["requests"] > 0 and rate["errors"] == 0 and rate["server_cpu_ms"] > 0
     assert report["rss_mb"] and all(size > 0 for size in report["rss_mb"])
+    # --explain sees the raw statements (core.db.fetch) as well as Piccolo's queries.
+    explained = {p["query"].split(" [")[0] for p in report["plans"] if p["role"] == "manager"}
+    card = ("client", "timeline", "contacts", "deals", "open tasks", "files")
+    assert {f"card: {part}" for part in card} | {"board"} <= explained, explained
     # The writes were taken back: no extra clients or timeline entries, the completed
     # tasks open again, the moved deals on their stage.
     assert counts[0] == (1000, shape(1000, 50).timeline)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 import weakref
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -49,11 +50,16 @@ sqlite3.register_converter("INTEGER", _integer_out)
 sqlite3.register_converter("TIMESTAMPTZ", _timestamptz_out)
 
 
+READ_SLICE = 0.05
+"""Seconds of reads run back to back on an event loop's thread (an export paging
+through every client) after which the next read first lets the loop's other work run."""
+
+
 class _SharedConnection:
     """One event loop's connections: ``reader`` answers plain SELECTs right on the loop's
     thread, ``connection`` (its own thread) takes every write."""
 
-    __slots__ = ("connection", "file_id", "reader")
+    __slots__ = ("connection", "file_id", "reader", "yielded_at")
 
     def __init__(
         self, connection: aiosqlite.Connection, reader: sqlite3.Connection, file_id: tuple[int, int]
@@ -61,6 +67,7 @@ class _SharedConnection:
         self.connection = connection
         self.reader = reader
         self.file_id = file_id
+        self.yielded_at = time.monotonic()
 
 
 def _file_id(path: str) -> tuple[int, int]:
@@ -89,8 +96,8 @@ class ReusingSQLiteEngine(SQLiteEngine):
     more: the hand-offs and the GIL passing between the two threads held the embedded
     mode's card at ~210 requests/s with one core idle half the time (~270 without). In
     WAL mode a read never waits for a lock, so it cannot stall the loop behind a writer;
-    a slow read stalls the loop as it would have stalled the one shared connection.
-    Writes stay on the connection's thread: they may wait for the write lock, held
+    a slow read stalls the loop as it would have stalled the one shared connection, and
+    a long run of reads lets the loop breathe every `READ_SLICE`. Writes stay on the connection's thread: they may wait for the write lock, held
     perhaps by a transaction of this very loop.
     """
 
@@ -140,6 +147,12 @@ class ReusingSQLiteEngine(SQLiteEngine):
     ) -> Any:
         shared = await self._shared_connections()
         if _is_read(query):
+            # A read does not suspend the coroutine, so a loop of reads with no other
+            # await would keep every other request (and live stream) waiting.
+            now = time.monotonic()
+            if now - shared.yielded_at > READ_SLICE:
+                shared.yielded_at = now
+                await asyncio.sleep(0)
             return shared.reader.execute(query, args or []).fetchall()
         connection = shared.connection
         try:

@@ -118,3 +118,28 @@ def test_sqlite_converters_read_what_piccolo_wrote() -> None:
     moment = datetime(2026, 11, 23, 6, 30, 30, 123456, tzinfo=UTC)
     assert _timestamptz_out(str(moment).encode()) == moment
     assert _timestamptz_out(b"2026-11-23 06:30:30") == moment.replace(microsecond=0)
+
+
+async def test_a_long_run_of_sqlite_reads_lets_the_event_loop_breathe(db: None) -> None:
+    """An export pages through every client with reads that never suspend: other
+    requests must still get the loop in between."""
+    import asyncio
+    import time
+
+    from core.db import READ_SLICE, ReusingSQLiteEngine, get_engine
+    from core.tables import Team
+
+    if not isinstance(get_engine(), ReusingSQLiteEngine):
+        return
+    other_request = asyncio.Event()
+
+    async def other() -> None:
+        other_request.set()
+
+    waiting = asyncio.create_task(other())
+    started = time.monotonic()
+    while not other_request.is_set() and time.monotonic() - started < 10 * READ_SLICE:
+        await Team.select(Team.id)
+        time.sleep(READ_SLICE / 10)  # work between the reads that never awaits
+    await waiting
+    assert time.monotonic() - started < 3 * READ_SLICE, "the loop was held for the whole run"

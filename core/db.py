@@ -293,9 +293,16 @@ class MigrationError(RuntimeError):
 
 
 def sql_migration(
-    migration_id: str, app_name: str, description: str, statements: list[str]
+    migration_id: str,
+    app_name: str,
+    description: str,
+    statements: list[str],
+    *,
+    postgres: list[str] | None = None,
+    sqlite: list[str] | None = None,
 ) -> MigrationManager:
-    """A migration of plain SQL statements (indexes Piccolo cannot declare, data fills).
+    """A migration of plain SQL statements (indexes Piccolo cannot declare, data fills);
+    ``postgres`` and ``sqlite`` run after ``statements`` on that engine only.
 
     The engine is looked up when the migration runs: a Table class declared in the
     migration module would keep the engine of the first database the process saw.
@@ -305,8 +312,10 @@ def sql_migration(
     )
 
     async def run_statements() -> None:
-        for statement in statements:
-            await get_engine().run_ddl(statement)
+        engine = get_engine()
+        own = sqlite if engine.engine_type == "sqlite" else postgres
+        for statement in [*statements, *(own or [])]:
+            await engine.run_ddl(statement)
 
     manager.add_raw(run_statements)
     return manager

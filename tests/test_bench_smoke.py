@@ -138,7 +138,15 @@ FULL_SCENARIOS = {
     "move deal (board)",
     "complete task",
 }
-FOUND = {"name prefix", "phone, +7 spaced", "phone, 8 (xxx)", "phone, digits", "e-mail", "INN"}
+FOUND = {
+    "name prefix",
+    "name fragment",
+    "phone, +7 spaced",
+    "phone, 8 (xxx)",
+    "phone, digits",
+    "e-mail",
+    "INN",
+}
 
 
 def _full_scenario(name: str) -> str:

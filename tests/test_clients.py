@@ -80,6 +80,44 @@ async def test_search_finds_the_client_in_any_spelling(
     assert [row["name"] for row in rows] == ["ООО «Ромашка»"]
 
 
+async def test_name_search_finds_a_fragment_and_follows_renames(
+    db: None, manager: dict[str, Any]
+) -> None:
+    """From three characters on a name search matches anywhere in the name (trigram
+    index: pg_trgm on PostgreSQL, FTS5 on SQLite, kept in step as names change)."""
+
+    async def names(search: str) -> list[str]:
+        rows, _ = await clients.list_clients(ClientQuery(search=search))
+        return [row["name"] for row in rows]
+
+    east = await clients.create_client(
+        {"name": "ЗАО «Восток-57»", "responsible": manager["id"]}, manager["id"]
+    )
+    await clients.create_client(
+        {"name": "Петров Иван Сергеевич", "kind": "person", "responsible": manager["id"]},
+        manager["id"],
+    )
+    await clients.create_client({"name": "Запад", "responsible": manager["id"]}, manager["id"])
+    assert await names("сток") == ["ЗАО «Восток-57»"]
+    assert await names("ТОК-57") == ["ЗАО «Восток-57»"]
+    assert await names("иван") == ["Петров Иван Сергеевич"]  # not only the first word
+    assert await names("за") == ["Запад"]  # two letters: the start of the name only
+    assert await names("50%") == [] and await names("к_5") == []  # no LIKE wildcards
+    with pytest.MonkeyPatch.context() as patch:  # a fragment in too many names: starts only
+        patch.setattr(clients, "FRAGMENT_LIMIT", 1)
+        await clients.create_client({"name": "Токарь", "responsible": manager["id"]}, manager["id"])
+        assert await names("ток") == ["Токарь"]
+        assert sorted(await names("ток-5")) == ["ЗАО «Восток-57»"]
+    await clients.update_client(
+        east,
+        {"name": "ЗАО «Север-57»", "responsible": manager["id"]},
+        manager["id"],
+    )
+    assert await names("сток") == [] and await names("евер") == ["ЗАО «Север-57»"]
+    await clients.delete_client(east, manager["id"])
+    assert await names("евер") == []
+
+
 async def test_keyset_pages_cover_every_client_once(db: None, manager: dict[str, Any]) -> None:
     for index in range(7):
         await clients.create_client(

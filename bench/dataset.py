@@ -331,15 +331,22 @@ def _batches(
 # --- loading -------------------------------------------------------------------------------
 
 
+async def _sqlite_schema(db: Db, kind: str) -> list[tuple[str, str]]:
+    """(name, CREATE statement) of the bulk tables' SQLite objects of one kind, those
+    SQLite made for a constraint (no statement) left out."""
+    marks = ", ".join("?" for _ in BULK_TABLES)
+    return await db.fetch(
+        "SELECT name, sql FROM sqlite_master WHERE type = ? AND sql IS NOT NULL "
+        f"AND tbl_name IN ({marks})",
+        kind,
+        *BULK_TABLES,
+    )
+
+
 async def _secondary_indexes(db: Db) -> list[tuple[str, str]]:
     """(name, CREATE statement) of the bulk tables' indexes that no constraint owns."""
     if db.is_sqlite:
-        marks = ", ".join("?" for _ in BULK_TABLES)
-        return await db.fetch(
-            f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-            f"AND tbl_name IN ({marks})",
-            *BULK_TABLES,
-        )
+        return await _sqlite_schema(db, "index")
     return await db.fetch(
         "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
         "JOIN pg_class c ON c.oid = i.indexrelid "
@@ -354,13 +361,7 @@ async def _sqlite_triggers(db: Db) -> list[tuple[str, str]]:
     """(name, CREATE statement) of the triggers on the bulk tables (they keep the name
     search's trigram index in step): dropped for the load, the index rebuilt after it
     in one pass (`_rebuild_text_indexes`)."""
-    if not db.is_sqlite:
-        return []
-    marks = ", ".join("?" for _ in BULK_TABLES)
-    return await db.fetch(
-        f"SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name IN ({marks})",
-        *BULK_TABLES,
-    )
+    return await _sqlite_schema(db, "trigger") if db.is_sqlite else []
 
 
 async def _rebuild_text_indexes(db: Db) -> None:

@@ -97,8 +97,9 @@ class ReusingSQLiteEngine(SQLiteEngine):
     mode's card at ~210 requests/s with one core idle half the time (~270 without). In
     WAL mode a read never waits for a lock, so it cannot stall the loop behind a writer;
     a slow read stalls the loop as it would have stalled the one shared connection, and
-    a long run of reads lets the loop breathe every `READ_SLICE`. Writes stay on the connection's thread: they may wait for the write lock, held
-    perhaps by a transaction of this very loop.
+    a long run of reads lets the loop breathe every `READ_SLICE`. Writes stay on the
+    connection's thread: they may wait for the write lock, held perhaps by a
+    transaction of this very loop.
     """
 
     def __init__(self, **kwargs: Any) -> None:

@@ -35,10 +35,7 @@ _kinds = weakref.WeakKeyDictionary()
 def timeline_templates() -> dict[str, TimelineKind]:
     """Entry kind to its `TimelineKind`, asked of the plugins once per language (the
     hook's contract: the same list each time, labels translated)."""
-    pm = get_runtime().plugins.pm
-    per_language = _kinds.get(pm)
-    if per_language is None:
-        per_language = _kinds[pm] = {}
+    per_language = _kinds.setdefault(get_runtime().plugins.pm, {})
     locale = current_locale.get()
     kinds = per_language.get(locale)
     if kinds is None:
